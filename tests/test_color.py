@@ -1,0 +1,42 @@
+"""BT.601 colour conversion and the chroma fusion rule."""
+
+import numpy as np
+import pytest
+
+from fusionjax import color
+
+
+def test_round_trip_and_known_values():
+  rng = np.random.default_rng()
+  rgb = rng.random((7, 5, 3))
+  np.testing.assert_allclose(color.ycrcb_to_rgb(color.rgb_to_ycrcb(rgb)), rgb, atol=1e-12)
+  # Primaries against the JFIF equations (Y, Cr, Cb).
+  red = color.rgb_to_ycrcb(np.array([1.0, 0.0, 0.0]))
+  np.testing.assert_allclose(red, [0.299, 1.0, 0.5 - 0.168736], atol=1e-5)
+  grey = color.rgb_to_ycrcb(np.full((2, 2, 3), 0.3))
+  np.testing.assert_allclose(grey[..., 1:], 0.5, atol=1e-12)
+
+
+def test_matches_jax_namespace():
+  import jax.numpy as jnp
+  rgb = np.random.default_rng().random((4, 3, 3)).astype(np.float32)
+  np.testing.assert_allclose(np.asarray(color.rgb_to_ycrcb(jnp.asarray(rgb))), color.rgb_to_ycrcb(rgb), atol=1e-6)
+
+
+def test_fuse_chroma_rule():
+  tau = 0.5
+  c1 = np.array([0.5, 0.7, 0.2, 0.5])
+  c2 = np.array([0.5, 0.5, 0.6, 0.9])
+  fused = color.fuse_chroma(c1, c2)
+  # Both neutral -> tau; one neutral -> the other; otherwise the |C - tau| weighted average.
+  expected = [tau, 0.7, (0.2 * 0.3 + 0.6 * 0.1) / 0.4, 0.9]
+  np.testing.assert_allclose(fused, expected, atol=1e-12)
+  np.testing.assert_allclose(color.fuse_chroma(c2, c1), fused)
+  np.testing.assert_allclose(color.fuse_chroma_many([c1, c2]), fused)
+
+
+def test_bad_shapes():
+  with pytest.raises(ValueError, match="3 channels"):
+    color.rgb_to_ycrcb(np.zeros((4, 4, 2)))
+  with pytest.raises(ValueError, match="equal shapes"):
+    color.fuse_chroma(np.zeros((2, 2)), np.zeros((2, 3)))
