@@ -1,0 +1,561 @@
+"""Training batches for the three supervised and unsupervised stages (MFIF, MEIF, IVF).
+
+Usage::
+
+  config = default_data_config("mfif")
+  config.data_dir = "/path/to/data"          # a root laid out like data/README.md
+  source = make_training_source("mfif", config)
+  batch = source.batch(step)                 # pure function of (seed, step)
+  for batch in source.iterate(start_step=step, prefetch=2):
+    ...
+
+Every example of a batch is drawn from its own random generator seeded by (seed, step, index in the
+global batch), so a batch is a pure function of (seed, step): resuming at step s gives the batches of an
+uninterrupted run, whatever the prefetch depth or number of worker threads. Sets are sampled with
+replacement (each example picks a set by the configured fractions, then an item uniformly), which keeps
+that property without epoch bookkeeping; over a run of thousands of steps every item is seen many times.
+
+Batch keys, float32, B = the batch size of this process, P = patch size, sources in DESIGN §2 order:
+
+- ``y1``, ``y2`` (B, P, P, 1): luma (BT.601 Y) of the sources in [0, 1]: MFIF (near, far),
+  MEIF (under, over), IVF (visible, infrared).
+- ``reference`` (B, P, P, 1): luma of the reference (MFIF and MEIF).
+- ``crcb1``, ``crcb2``, ``reference_crcb`` (B, P, P, 2): chroma (Cr, Cb) of the sources and of the
+  reference (MEIF only, for ColorNet); a grey image has neutral chroma 0.5.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from fusionjax.color import CHROMA_NEUTRAL, rgb_to_ycrcb
+from fusionjax.data import synthetic
+from fusionjax.data.pairs import Pair
+from fusionjax.data.readers import list_images, list_pairs
+from fusionjax.imageio import load_image, to_uint8
+
+#: Tasks with a training pipeline (MIF is evaluated with the stage-2 model, never trained).
+TRAINING_TASKS = ("mfif", "meif", "ivf")
+
+
+def default_data_config(task: str) -> ml_collections.ConfigDict:
+  """The data fields of a training config, with the reason for each default.
+
+  Experiment configs put this under ``config.data`` and override fields, e.g.
+  ``--config.data.data_dir=/path/to/data --config.data.batch_size=16``.
+
+  Args:
+    task: 'mfif', 'meif' or 'ivf'.
+
+  Returns:
+    A ConfigDict with the fields below.
+  """
+  _check_task(task)
+  config = ml_collections.ConfigDict()
+  # Root laid out like data/README.md (clean_natural/, sice16/, roadscene/, ...). Required.
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  # Global batch size (all processes and devices together). The paper does not give it; 8 patches of
+  # 128 px fit a single accelerator for FRUFN (N=5) and EFRUFN with room to spare.
+  config.batch_size = 8
+  # Square crop side in pixels. 128 is a multiple of every window and pooling factor of the network
+  # (windows 2 and 4, pooling 8) and large enough for blobs of defocus and exposure context.
+  config.patch_size = 128
+  # Seed of the data order and of the synthesis; batches are a pure function of (seed, step).
+  config.seed = 0
+  # Use only the first N items (naturally sorted) of each set: a cap for smoke runs. None = all.
+  config.max_images = ml_collections.config_dict.placeholder(int)
+  # Keep every decoded image in memory as uint8; the sets are small (clean_natural decodes to about
+  # 290 MB, RoadScene to 110 MB) and decoding dominates the cost of a batch otherwise.
+  config.cache = True
+  # Random horizontal/vertical flips and 90° rotations, the same for both sources and the reference;
+  # fusion is equivariant to them, so they multiply the data for free.
+  config.augment = True
+  # Threads computing the examples of one batch (numpy, scipy and Pillow release the GIL). 1 = serial.
+  config.num_workers = 1
+
+  if task == "mfif":
+    # Real-MFF root (imageA/, imageB/, Fusion/), optional: real multi-focus triples with references.
+    config.real_mff_dir = ml_collections.config_dict.placeholder(str)
+    # Share of examples drawn from Real-MFF when real_mff_dir is set: half real, half synthetic keeps
+    # real defocus in every batch while the synthetic pairs add scene variety.
+    config.real_mff_fraction = 0.5
+    config.multi_focus = ml_collections.ConfigDict({
+        "sigma_range": synthetic.DEFAULT_SIGMA_RANGE,
+        "mask_fraction_range": synthetic.DEFAULT_MASK_FRACTION_RANGE,
+        "mask_cells_range": synthetic.DEFAULT_MASK_CELLS_RANGE,
+        "gamma": synthetic.DEFAULT_BLUR_GAMMA,
+    })
+  elif task == "meif":
+    # Share of synthetic multi-exposure pairs (from clean_natural); the rest are SICE training pairs.
+    # Half and half: SICE has real exposures and references but few scenes (11 staged here).
+    config.synthetic_fraction = 0.5
+    # SICE split used for training; its 'test' split stays for evaluation.
+    config.sice_split = "train"
+    config.multi_exposure = ml_collections.ConfigDict({
+        "under_ev": synthetic.DEFAULT_UNDER_EV,
+        "over_ev": synthetic.DEFAULT_OVER_EV,
+        "response_gamma_range": synthetic.DEFAULT_RESPONSE_GAMMA_RANGE,
+        "response_contrast_range": synthetic.DEFAULT_RESPONSE_CONTRAST_RANGE,
+        "shot_noise_range": synthetic.DEFAULT_SHOT_NOISE_RANGE,
+        "read_noise_range": synthetic.DEFAULT_READ_NOISE_RANGE,
+    })
+  else:
+    # RoadScene split used for training: 'train' excludes the 50 test pairs; TNO is never trained on.
+    config.roadscene_split = "train"
+  return config
+
+
+def _check_task(task: str) -> None:
+  if task not in TRAINING_TASKS:
+    raise ValueError(f"Unknown training task {task!r}; use one of {', '.join(TRAINING_TASKS)} "
+                     "(MIF uses the MEIF model without training).")
+
+
+def _merge(defaults: dict, overrides: Mapping, prefix: str) -> dict:
+  merged = dict(defaults)
+  for key, value in overrides.items():
+    if key not in defaults:
+      raise ValueError(f"Unknown data config field {prefix}{key}; known fields: {', '.join(sorted(defaults))}.")
+    if isinstance(defaults[key], dict):
+      if not isinstance(value, Mapping):
+        raise ValueError(f"{prefix}{key} must be a mapping, got {value!r}.")
+      merged[key] = _merge(defaults[key], value, f"{prefix}{key}.")
+    else:
+      merged[key] = value
+  return merged
+
+
+def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigDict | None) -> dict:
+  """Completes ``data_config`` with :func:`default_data_config` and checks every field.
+
+  Args:
+    task: 'mfif', 'meif' or 'ivf'.
+    data_config: a ConfigDict or dict of the fields to set (unknown fields are errors, to catch typos).
+
+  Returns:
+    A plain dict of all fields.
+
+  Raises:
+    ValueError: unknown field, data_dir unset, or a value out of range (naming ``config.data.<field>``).
+  """
+  _check_task(task)
+  defaults = default_data_config(task).to_dict()
+  if data_config is None:
+    data_config = {}
+  if isinstance(data_config, ml_collections.ConfigDict):
+    data_config = data_config.to_dict()
+  config = _merge(defaults, data_config, "config.data.")
+  if config["data_dir"] is None or str(config["data_dir"]) == "":
+    raise ValueError("config.data.data_dir is not set: set --config.data.data_dir=DIR (a root laid out "
+                     "like data/README.md, e.g. with clean_natural/, sice16/, roadscene/).")
+
+  def require(condition: bool, field: str, what: str):
+    if not condition:
+      raise ValueError(f"config.data.{field} must be {what}, got {config[field]!r}.")
+
+  def is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+  require(is_int(config["batch_size"]) and config["batch_size"] > 0, "batch_size", "a positive integer")
+  require(is_int(config["patch_size"]) and config["patch_size"] >= 8, "patch_size", "an integer >= 8")
+  require(is_int(config["seed"]) and config["seed"] >= 0, "seed", "a non-negative integer")
+  require(config["max_images"] is None or (is_int(config["max_images"]) and config["max_images"] > 0),
+          "max_images", "None or a positive integer")
+  require(is_int(config["num_workers"]) and config["num_workers"] >= 1, "num_workers", "an integer >= 1")
+  for field in ("real_mff_fraction", "synthetic_fraction"):
+    if field in config:
+      require(0.0 <= config[field] <= 1.0, field, "in [0, 1]")
+  return config
+
+
+# ---------------------------------------------------------------------------------------------------
+# Examples
+
+@dataclasses.dataclass(frozen=True)
+class _Set:
+  """A weighted set of items and how one example is made from an item."""
+
+  name: str
+  fraction: float
+  items: tuple[Any, ...]
+  make: Callable[[np.random.Generator, list[np.ndarray]], dict[str, np.ndarray]]
+
+  def paths(self, item) -> tuple[Path, ...]:
+    return item.files if isinstance(item, Pair) else (item,)
+
+
+def _luma_chroma(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(H, W, 1) luma and (H, W, 2) chroma of an RGB or grey float image; grey has neutral chroma."""
+  if image.shape[-1] == 1:
+    return image, np.full(image.shape[:2] + (2,), CHROMA_NEUTRAL, np.float32)
+  ycrcb = np.clip(rgb_to_ycrcb(image), 0.0, 1.0).astype(np.float32)
+  return ycrcb[..., :1], ycrcb[..., 1:]
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+  return _luma_chroma(image)[0]
+
+
+def _crop_all(rng: np.random.Generator, images: list[np.ndarray], patch: int, augment: bool,
+              names: Sequence[Path]) -> list[np.ndarray]:
+  """One random P×P window (and one flip/rotation) applied to every image of an item.
+
+  Images smaller than the patch are reflect-padded, not resized: resizing would change the scale of
+  defocus blur, noise and texture that the network learns from.
+  """
+  height, width = images[0].shape[:2]
+  for image, name in zip(images, names):
+    if image.shape[:2] != (height, width):
+      listed = ", ".join(f"{n} is {i.shape[0]}x{i.shape[1]}" for n, i in zip(names, images))
+      raise ValueError(f"Images of one training item differ in size (HxW): {listed}. They must align.")
+  pad_h, pad_w = max(0, patch - height), max(0, patch - width)
+  if pad_h or pad_w:
+    pads = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    images = [np.pad(image, pads, mode="reflect") for image in images]
+    height, width = images[0].shape[:2]
+  top = int(rng.integers(0, height - patch + 1))
+  left = int(rng.integers(0, width - patch + 1))
+  crops = [image[top:top + patch, left:left + patch] for image in images]
+  if augment:
+    turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+    crops = [np.rot90(c, k=turns, axes=(0, 1)) for c in crops]
+    if flip:
+      crops = [c[:, ::-1] for c in crops]
+  return [np.ascontiguousarray(c, dtype=np.float32) / np.float32(255.0) for c in crops]
+
+
+def _supervised_example(sources: list[np.ndarray], reference: np.ndarray, with_chroma: bool) -> dict:
+  (y1, c1), (y2, c2), (yr, cr) = (_luma_chroma(x) for x in (sources[0], sources[1], reference))
+  example = {"y1": y1, "y2": y2, "reference": yr}
+  if with_chroma:
+    example.update(crcb1=c1, crcb2=c2, reference_crcb=cr)
+  return example
+
+
+class TrainingSource:
+  """Deterministic training batches of one task (built by :func:`make_training_source`).
+
+  Attributes:
+    task: 'mfif', 'meif' or 'ivf'.
+    config: the resolved data config (plain dict).
+    batch_size: examples per batch of this process.
+    global_batch_size: examples per step over all processes.
+    patch_size: crop side.
+  """
+
+  def __init__(self, task: str, config: dict, sets: list[_Set], process_index: int = 0,
+               process_count: int = 1):
+    self.task = task
+    self.config = config
+    self._sets = [s for s in sets if s.fraction > 0]
+    self._cumulative = np.cumsum([s.fraction for s in self._sets])
+    self.global_batch_size = int(config["batch_size"])
+    self.batch_size = self.global_batch_size // process_count
+    self.patch_size = int(config["patch_size"])
+    self._first_index = process_index * self.batch_size
+    self._cache: dict[Path, np.ndarray] = {}
+    self._cache_lock = threading.Lock()
+    self._pool = None
+    if int(config["num_workers"]) > 1:
+      self._pool = concurrent.futures.ThreadPoolExecutor(int(config["num_workers"]),
+                                                         thread_name_prefix="fusionjax-data")
+
+  def describe(self) -> str:
+    """One line per set: name, number of items, share of the examples."""
+    total = float(self._cumulative[-1])
+    return "\n".join(f"{self.task}: {s.name}: {len(s.items)} items, {100 * s.fraction / total:.0f}% of examples"
+                     for s in self._sets)
+
+  def _image(self, path: Path) -> np.ndarray:
+    cached = self._cache.get(path)
+    if cached is not None:
+      return cached
+    # uint8 is exact for the 8-bit sources and a quarter of float32's memory.
+    image = to_uint8(load_image(path))
+    if self.config["cache"]:
+      with self._cache_lock:
+        self._cache.setdefault(path, image)
+    return image
+
+  def example(self, step: int, index: int) -> dict[str, np.ndarray]:
+    """Example ``index`` (position in the global batch) of ``step``: a pure function of (seed, step, index).
+
+    Args:
+      step: training step, >= 0.
+      index: position in the global batch, in [0, global_batch_size).
+
+    Returns:
+      Dict of float32 arrays (P, P, C), the per-example version of :meth:`batch`'s keys.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(self.config["seed"]), int(step), int(index)]))
+    draw = rng.random() * self._cumulative[-1]
+    chosen = self._sets[min(int(np.searchsorted(self._cumulative, draw, side="right")), len(self._sets) - 1)]
+    item = chosen.items[int(rng.integers(len(chosen.items)))]
+    paths = chosen.paths(item)
+    crops = _crop_all(rng, [self._image(p) for p in paths], self.patch_size, bool(self.config["augment"]), paths)
+    return chosen.make(rng, crops)
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    """The batch of ``step`` for this process: a pure function of (seed, step).
+
+    Args:
+      step: training step, >= 0.
+
+    Returns:
+      Dict of float32 arrays with leading axis ``batch_size`` (see the module docstring for keys).
+    """
+    if not isinstance(step, (int, np.integer)) or step < 0:
+      raise ValueError(f"step must be a non-negative integer, got {step!r}.")
+    indices = range(self._first_index, self._first_index + self.batch_size)
+    if self._pool is not None:
+      examples = list(self._pool.map(lambda i: self.example(step, i), indices))
+    else:
+      examples = [self.example(step, i) for i in indices]
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+
+  def iterate(self, start_step: int = 0, prefetch: int = 2, num_steps: int | None = None) -> "BatchIterator":
+    """Batches of steps start_step, start_step + 1, ..., computed ahead in a background thread.
+
+    Args:
+      start_step: the first step (resume from a checkpoint's step).
+      prefetch: batches computed ahead; 0 computes each batch on demand in the caller's thread.
+      num_steps: stop after this many batches; None runs forever.
+
+    Returns:
+      A :class:`BatchIterator` (also a context manager that stops the thread).
+    """
+    if prefetch < 0:
+      raise ValueError(f"prefetch must be >= 0, got {prefetch}.")
+    if not isinstance(start_step, (int, np.integer)) or start_step < 0:
+      raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}.")
+    return BatchIterator(self.batch, int(start_step), prefetch, num_steps)
+
+  def close(self) -> None:
+    """Stops the worker threads (if any) and frees the image cache."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True)
+      self._pool = None
+    self._cache.clear()
+
+
+_END = object()
+
+
+def _put(out: queue.Queue, stop: threading.Event, item) -> bool:
+  """Puts ``item`` unless ``stop`` is set first; polls so that a stop request is seen while blocked."""
+  while not stop.is_set():
+    try:
+      out.put(item, timeout=0.1)
+      return True
+    except queue.Full:
+      continue
+  return False
+
+
+def _produce(make_batch: Callable[[int], dict], step: int, end: int | None, out: queue.Queue,
+             stop: threading.Event) -> None:
+  # A module-level function holding no reference to the iterator, so that dropping the iterator
+  # (without close) lets __del__ stop this thread.
+  try:
+    while not stop.is_set() and (end is None or step < end):
+      if not _put(out, stop, make_batch(step)):
+        return
+      step += 1
+    _put(out, stop, _END)
+  except BaseException as error:  # pylint: disable=broad-except
+    # Handed to the consumer, which re-raises it in its own thread.
+    _put(out, stop, error)
+
+
+class BatchIterator:
+  """Iterator over consecutive steps' batches, optionally prefetched by a daemon thread.
+
+  Errors raised while making a batch are re-raised by ``next()`` in the consumer's thread.
+
+  Attributes:
+    next_step: the step of the batch that the next ``next()`` returns.
+  """
+
+  def __init__(self, make_batch: Callable[[int], dict], start_step: int, prefetch: int,
+               num_steps: int | None):
+    self._make_batch = make_batch
+    self.next_step = start_step
+    self._end = None if num_steps is None else start_step + int(num_steps)
+    self._queue: queue.Queue | None = None
+    self._thread: threading.Thread | None = None
+    self._stop = threading.Event()
+    if prefetch > 0:
+      self._queue = queue.Queue(maxsize=prefetch)
+      self._thread = threading.Thread(
+          target=_produce, args=(make_batch, start_step, self._end, self._queue, self._stop),
+          name="fusionjax-prefetch", daemon=True)
+      self._thread.start()
+
+  def __iter__(self) -> "BatchIterator":
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._queue is None:
+      if self._end is not None and self.next_step >= self._end:
+        raise StopIteration
+      batch = self._make_batch(self.next_step)
+    else:
+      if self._stop.is_set():
+        raise StopIteration
+      batch = self._queue.get()
+      if batch is _END:
+        self._stop.set()
+        raise StopIteration
+      if isinstance(batch, BaseException):
+        self.close()
+        raise batch
+    self.next_step += 1
+    return batch
+
+  def close(self) -> None:
+    """Stops the prefetch thread (further ``next()`` calls raise StopIteration)."""
+    self._stop.set()
+    if self._thread is not None and self._thread.is_alive():
+      self._thread.join(timeout=10.0)
+
+  def __enter__(self) -> "BatchIterator":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def __del__(self):
+    self._stop.set()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-task sources
+
+def _cap(items: list, max_images: int | None) -> tuple:
+  return tuple(items if max_images is None else items[:max_images])
+
+
+def _multi_focus_set(config: dict, fraction: float) -> _Set:
+  options = config["multi_focus"]
+  kwargs = dict(sigma_range=tuple(options["sigma_range"]),
+                mask_fraction_range=tuple(options["mask_fraction_range"]),
+                mask_cells_range=tuple(options["mask_cells_range"]), gamma=float(options["gamma"]))
+
+  def make(rng, crops):
+    near, far, reference, _ = synthetic.multi_focus_pair(crops[0], rng, **kwargs)
+    return {"y1": _luma(near), "y2": _luma(far), "reference": _luma(reference)}
+
+  images = _cap(list_images(config["data_dir"]), config["max_images"])
+  return _Set("synthetic multi-focus (clean_natural)", fraction, images, make)
+
+
+def _multi_exposure_set(config: dict, fraction: float) -> _Set:
+  kwargs = {key: tuple(value) for key, value in config["multi_exposure"].items()}
+
+  def make(rng, crops):
+    under, over, reference = synthetic.multi_exposure_pair(crops[0], rng, **kwargs)
+    return _supervised_example([under, over], reference, with_chroma=True)
+
+  images = _cap(list_images(config["data_dir"]), config["max_images"])
+  return _Set("synthetic multi-exposure (clean_natural)", fraction, images, make)
+
+
+def _pair_set(name: str, pairs: list[Pair], config: dict, fraction: float, with_reference: bool,
+              with_chroma: bool) -> _Set:
+  def make(rng, crops):
+    del rng
+    if with_reference:
+      return _supervised_example(crops[:2], crops[2], with_chroma)
+    return {"y1": _luma(crops[0]), "y2": _luma(crops[1])}
+
+  return _Set(name, fraction, _cap(pairs, config["max_images"]), make)
+
+
+def make_training_source(task: str, data_config: Mapping | ml_collections.ConfigDict | None, *,
+                         process_index: int = 0, process_count: int = 1) -> TrainingSource:
+  """Builds the training batches of a stage from the sets under ``data_config.data_dir``.
+
+  - MFIF: pairs synthesised from ``clean_natural`` (:func:`synthetic.multi_focus_pair`), plus Real-MFF
+    triples (share ``real_mff_fraction``) when ``real_mff_dir`` is set.
+  - MEIF: SICE training pairs with references, mixed with pairs synthesised from ``clean_natural``
+    (share ``synthetic_fraction``).
+  - IVF: RoadScene's training split (never its 50 test pairs, never TNO).
+
+  Every listing is validated file by file before the first batch.
+
+  Args:
+    task: 'mfif', 'meif' or 'ivf'.
+    data_config: fields of :func:`default_data_config` to set (ConfigDict or dict); ``data_dir`` is required.
+    process_index: this process's index (``jax.process_index()``) when several hosts share the batch.
+    process_count: number of processes; the global batch is split evenly between them.
+
+  Returns:
+    A :class:`TrainingSource`.
+
+  Raises:
+    ValueError: bad config fields, or batch_size not divisible by process_count.
+    FileNotFoundError: a required set is missing under data_dir.
+  """
+  config = resolve_data_config(task, data_config)
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"Need 0 <= process_index < process_count, got {process_index} and {process_count}.")
+  if config["batch_size"] % process_count:
+    raise ValueError(f"config.data.batch_size={config['batch_size']} is not divisible by the "
+                     f"{process_count} processes; choose a multiple of {process_count}.")
+  sets: list[_Set] = []
+  if task == "mfif":
+    real_fraction = config["real_mff_fraction"] if config["real_mff_dir"] else 0.0
+    if real_fraction > 0:
+      pairs = list_pairs("real_mff", config["real_mff_dir"], "train")
+      sets.append(_pair_set("Real-MFF", pairs, config, real_fraction, with_reference=True, with_chroma=False))
+    if real_fraction < 1:
+      sets.append(_multi_focus_set(config, 1.0 - real_fraction))
+  elif task == "meif":
+    synthetic_fraction = config["synthetic_fraction"]
+    if synthetic_fraction < 1:
+      pairs = list_pairs("sice", config["data_dir"], config["sice_split"])
+      sets.append(_pair_set(f"SICE {config['sice_split']}", pairs, config, 1.0 - synthetic_fraction,
+                            with_reference=True, with_chroma=True))
+    if synthetic_fraction > 0:
+      sets.append(_multi_exposure_set(config, synthetic_fraction))
+  else:
+    if config["roadscene_split"] not in ("train",):
+      raise ValueError(f"config.data.roadscene_split must be 'train' (the 50 test pairs are for evaluation), "
+                       f"got {config['roadscene_split']!r}.")
+    pairs = list_pairs("roadscene", config["data_dir"], config["roadscene_split"])
+    sets.append(_pair_set("RoadScene train", pairs, config, 1.0, with_reference=False, with_chroma=False))
+  return TrainingSource(task, config, sets, process_index, process_count)
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
+  """Reshapes every array's leading axis B to (num_devices, B // num_devices) for ``pmap``.
+
+  Args:
+    batch: dict of arrays with the same leading size B.
+    num_devices: local device count (``jax.local_device_count()``).
+
+  Returns:
+    Dict of reshaped arrays (views, no copy).
+
+  Raises:
+    ValueError: B is not divisible by ``num_devices`` or the leading sizes differ.
+  """
+  if not isinstance(num_devices, (int, np.integer)) or num_devices < 1:
+    raise ValueError(f"num_devices must be a positive integer, got {num_devices!r}.")
+  sizes = {key: np.shape(value)[0] if np.ndim(value) else None for key, value in batch.items()}
+  if len(set(sizes.values())) != 1 or None in sizes.values():
+    raise ValueError(f"All batch arrays need the same leading (batch) axis, got {sizes}.")
+  size = next(iter(sizes.values()))
+  if size % num_devices:
+    raise ValueError(f"Batch size {size} is not divisible by {num_devices} devices; set "
+                     f"config.data.batch_size to a multiple of {num_devices}.")
+  return {key: np.reshape(value, (num_devices, size // num_devices) + np.shape(value)[1:])
+          for key, value in batch.items()}
