@@ -102,6 +102,10 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
   try:
     options = {"quality": 95, "subsampling": 0} if suffix in (".jpg", ".jpeg") else {}
     pil.save(tmp, **options)
+    # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     Path(tmp).unlink(missing_ok=True)

@@ -1,5 +1,7 @@
 """Image reading and atomic writing."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -51,3 +53,12 @@ def test_save_is_atomic(tmp_path):
     imageio.save_image(tmp_path / "out.xyz", image)
   assert target.read_bytes() == before
   assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_saved_file_follows_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    path = imageio.save_image(tmp_path / "shared.png", np.zeros((3, 3)))
+  finally:
+    os.umask(old)
+  assert path.stat().st_mode & 0o777 == 0o644
