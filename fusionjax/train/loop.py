@@ -1,0 +1,485 @@
+"""``train_and_evaluate``: one stage of the sequential gradient-transfer chain, end to end.
+
+The three stages (paper §3.1, Fig. 4) are three runs of this function with the configs in
+``configs/``: MFIF from scratch, MEIF with the frozen MFIF model as teacher, IVF with the frozen MEIF
+model as teacher. Each run writes to its workdir:
+
+- ``checkpoints/<step>/``: Orbax checkpoints (train state + metadata, keep-latest-N), see
+  :mod:`fusionjax.checkpoints`. The metadata embeds the teacher's metadata, so the whole chain
+  MFIF -> MEIF -> IVF is readable from the stage-3 checkpoint alone.
+- ``metrics.jsonl``: one JSON object per logged step.
+- ``samples_step_<N>.png``: sources | fused | reference for a few fixed training crops.
+
+Order of work. Everything that can fail on user input is checked before anything is written to the
+workdir, and before data loading and compilation:
+
+1. the config (task, steps, patch size) and the data directory (``config.data.data_dir``, else the
+   ``FUSIONJAX_DATA`` environment variable);
+2. an existing checkpoint in the workdir (it must be of the same task and model);
+3. the teacher: its checkpoint must exist and be of the previous task (MEIF needs an MFIF teacher,
+   IVF an MEIF teacher);
+4. the training data (missing datasets fail here).
+
+Where the initial state comes from, in this order: a checkpoint in the workdir (resume: same step,
+same data order, since a batch is a pure function of (seed, step)) > ``config.init_ckpt`` (parameters
+only, fresh optimiser) > scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+import fusionjax
+from fusionjax import checkpoints
+from fusionjax import color
+from fusionjax import data as fj_data
+from fusionjax import models
+from fusionjax.train import logging as train_logging
+from fusionjax.train import parallel
+from fusionjax.train import state as train_state
+from fusionjax.train import steps as train_steps
+
+#: Environment variable read when ``config.data.data_dir`` is not set.
+DATA_DIR_ENV = "FUSIONJAX_DATA"
+#: The stage whose model teaches each stage (paper Fig. 4).
+TEACHER_TASK = {"meif": "mfif", "ivf": "meif"}
+# SSIM's 11x11 window (fusionjax.losses) needs crops at least this large.
+_MIN_PATCH = 11
+
+
+@dataclasses.dataclass
+class Teacher:
+  """A frozen previous-stage model.
+
+  Attributes:
+    path: absolute path of the teacher's stage workdir.
+    step: the checkpoint step used.
+    metadata: the teacher checkpoint's metadata (embedded into this stage's metadata).
+    model: the teacher's network, built from its own recorded model config.
+    params: its parameters (host arrays).
+  """
+
+  path: str
+  step: int
+  metadata: dict
+  model: Any = None
+  params: Any = None
+
+  @property
+  def record(self) -> dict:
+    """The ``teacher`` entry of this stage's checkpoint metadata."""
+    return {"path": self.path, "step": self.step, "task": self.metadata.get("task"), "metadata": self.metadata}
+
+
+def resolve_data_dir(config: ml_collections.ConfigDict) -> str:
+  """``config.data.data_dir``, else ``$FUSIONJAX_DATA``; a ValueError naming both when neither is set."""
+  data_dir = config.data.get("data_dir") or os.environ.get(DATA_DIR_ENV)
+  if not data_dir:
+    raise ValueError(
+        f"No training data directory: pass --config.data.data_dir=DIR (the folder holding the datasets, "
+        f"see the data README) or set the environment variable {DATA_DIR_ENV}=DIR.")
+  path = Path(data_dir).expanduser()
+  if not path.is_dir():
+    raise FileNotFoundError(f"Training data directory {path} does not exist or is not a directory; "
+                            f"check --config.data.data_dir (or ${DATA_DIR_ENV}).")
+  return str(path.absolute())
+
+
+def uses_teacher(config: ml_collections.ConfigDict) -> bool:
+  """Whether the stage trains with the gradient-transfer term (a teacher is needed)."""
+  return (config.task in TEACHER_TASK and bool(config.use_teacher)
+          and float(config.loss.lambda_gt) > 0.0)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the fields the loop relies on; raises ValueError naming the flag to fix."""
+  if config.task not in train_steps.TASKS:
+    raise ValueError(f"config.task is {config.task!r}; use one of {train_steps.TASKS}.")
+  for name in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+    if int(config[name]) <= 0:
+      raise ValueError(f"--config.{name} must be positive, got {config[name]}.")
+  if int(config.sample_every) < 0:
+    raise ValueError(f"--config.sample_every must be >= 0 (0: only at the end), got {config.sample_every}.")
+  if int(config.data.patch_size) < _MIN_PATCH:
+    raise ValueError(f"--config.data.patch_size={config.data.patch_size} is below {_MIN_PATCH}, "
+                     "the SSIM window of the losses; use larger crops.")
+  if int(config.data.batch_size) <= 0:
+    raise ValueError(f"--config.data.batch_size must be positive, got {config.data.batch_size}.")
+  loss = config.loss
+  for name in ("lambda_gt", "beta1", "beta2"):
+    if float(loss[name]) < 0:
+      raise ValueError(f"--config.loss.{name} must be >= 0, got {loss[name]}.")
+  if config.task == "mfif" and float(loss.lambda_gt) > 0 and bool(config.use_teacher):
+    raise ValueError("Stage 1 (mfif) has no teacher: set --config.loss.lambda_gt=0 or --config.use_teacher=False.")
+
+
+def _as_json(tree: Any) -> Any:
+  """A JSON round trip: tuples become lists, so recorded and current configs compare equal."""
+  return json.loads(json.dumps(tree, default=str))
+
+
+def _config_dict(config: ml_collections.ConfigDict) -> dict:
+  return _as_json(config.to_dict())
+
+
+def _existing_metadata(workdir: Path) -> dict | None:
+  """Metadata of the workdir's latest checkpoint, or None when the workdir holds none."""
+  directory = checkpoints.checkpoint_dir(workdir)
+  if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
+    return None
+  return checkpoints.read_metadata(workdir)
+
+
+def _check_resumable(existing: dict, config: ml_collections.ConfigDict, workdir: Path) -> None:
+  if existing.get("task") != config.task:
+    raise ValueError(f"Workdir {workdir} holds a {existing.get('task')!r} checkpoint but this config trains "
+                     f"{config.task!r}; pass another --workdir.")
+  if existing.get("model") != _as_json(config.model.to_dict()):
+    raise ValueError(f"Workdir {workdir} holds a checkpoint of another model configuration "
+                     f"({existing.get('model')}); resume with the same --config.model.* or pass another --workdir.")
+
+
+def resolve_teacher(config: ml_collections.ConfigDict, existing: dict | None) -> Teacher | None:
+  """Finds and checks the teacher checkpoint (metadata only; parameters are loaded later).
+
+  A resumed run keeps the teacher recorded in its checkpoint, so all its steps see the same teacher.
+
+  Returns:
+    A :class:`Teacher` without model and parameters, or None when the stage trains without one.
+
+  Raises:
+    FileNotFoundError: no checkpoint at the teacher path.
+    ValueError: the teacher was trained for another task than the previous stage.
+  """
+  if not uses_teacher(config):
+    return None
+  needed = TEACHER_TASK[config.task]
+  recorded = (existing or {}).get("teacher")
+  if recorded:
+    path, step = recorded["path"], recorded["step"]
+    if config.teacher_ckpt and Path(config.teacher_ckpt).expanduser().absolute() != Path(path):
+      logging.warning("Resuming with the teacher recorded in the checkpoint (%s, step %d), not "
+                      "--config.teacher_ckpt=%s.", path, step, config.teacher_ckpt)
+  else:
+    if not config.teacher_ckpt:
+      raise ValueError(f"Stage {config.task!r} needs a {needed!r} teacher: pass --config.teacher_ckpt=DIR "
+                       f"(the --workdir of the {needed} run), or train without it with --config.use_teacher=False.")
+    path, step = str(Path(config.teacher_ckpt).expanduser().absolute()), config.get("teacher_step")
+  try:
+    metadata = checkpoints.read_metadata(path, step)
+  except FileNotFoundError as error:
+    raise FileNotFoundError(
+        f"Teacher checkpoint for stage {config.task!r} not found at {path}: {error} Train the {needed} stage "
+        f"first (python train.py --config=configs/{needed}.py --workdir={path}) or point "
+        f"--config.teacher_ckpt at its workdir.") from error
+  if metadata.get("task") != needed:
+    raise ValueError(f"Teacher checkpoint {path} was trained for {metadata.get('task')!r}, but stage "
+                     f"{config.task!r} needs a {needed!r} teacher (MFIF -> MEIF -> IVF). Point "
+                     f"--config.teacher_ckpt at the {needed} workdir.")
+  return Teacher(path=str(path), step=int(metadata["step"]), metadata=metadata)
+
+
+def _load_teacher(teacher: Teacher) -> Teacher:
+  loaded = checkpoints.load_fusion_model(teacher.path, expected_task=teacher.metadata["task"], step=teacher.step)
+  return dataclasses.replace(teacher, model=loaded.model, params=loaded.params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """The networks, optimisers and compiled functions of one stage configuration.
+
+  Attributes:
+    model: the student network.
+    colornet: ColorNet (MEIF) or None.
+    optimizer: the student's optimiser; ``colornet_optimizer`` ColorNet's (or None).
+    schedule: the learning-rate schedule.
+    init: jitted ``rng -> train state``.
+    step: the device-parallel train step (``DataParallel.compile_step``).
+    fuse: jitted ``(params, y1, y2) -> fused``; ``color``: jitted ColorNet apply (or None).
+    data_parallel: the :class:`parallel.DataParallel` the step runs on.
+  """
+
+  model: Any
+  colornet: Any
+  optimizer: Any
+  colornet_optimizer: Any
+  schedule: Any
+  init: Any
+  step: Any
+  fuse: Any
+  color: Any
+  data_parallel: parallel.DataParallel
+
+
+@functools.lru_cache(maxsize=4)
+def _programs(spec_json: str, num_devices: int | None) -> Programs:
+  # Cached on the stage's specification, so that calling train_and_evaluate again with the same
+  # networks and optimiser (resuming in a notebook, tests) reuses the compiled functions.
+  spec = json.loads(spec_json)
+  task, num_steps, patch = spec["task"], spec["num_steps"], spec["patch_size"]
+  optimizer_config = ml_collections.ConfigDict(spec["optimizer"])
+  model = models.create_model(spec["model"])
+  colornet = models.ColorNet(**spec["colornet"]) if spec["colornet"] is not None else None
+  optimizer = train_state.make_optimizer(optimizer_config, num_steps)
+  colornet_optimizer = train_state.make_optimizer(optimizer_config, num_steps) if colornet else None
+  schedule = train_state.learning_rate_schedule(optimizer_config, num_steps)
+  teacher_model = models.create_model(spec["teacher_model"]) if spec["teacher_model"] is not None else None
+  init = jax.jit(lambda rng: train_state.init_train_state(
+      rng, model=model, optimizer=optimizer, patch_size=patch, colornet=colornet,
+      colornet_optimizer=colornet_optimizer))
+  step_fn = train_steps.make_train_step(
+      task, model, optimizer, train_steps.LossWeights(**spec["weights"]), learning_rate=schedule,
+      teacher_model=teacher_model, colornet=colornet, colornet_optimizer=colornet_optimizer,
+      axis_name=parallel.AXIS_NAME)
+  dp = parallel.DataParallel(num_devices)
+  fuse = jax.jit(lambda params, y1, y2: model.apply({"params": params}, y1, y2))
+  color_fn = jax.jit(lambda params, c1, c2, y: colornet.apply({"params": params}, c1, c2, y)) if colornet else None
+  return Programs(model=model, colornet=colornet, optimizer=optimizer, colornet_optimizer=colornet_optimizer,
+                  schedule=schedule, init=init, step=dp.compile_step(step_fn), fuse=fuse, color=color_fn,
+                  data_parallel=dp)
+
+
+def build_programs(config: ml_collections.ConfigDict, teacher: Teacher | None) -> Programs:
+  """The networks and compiled functions of a stage (cached per configuration in this process).
+
+  Args:
+    config: the stage config.
+    teacher: the resolved teacher (its recorded model config builds the teacher network), or None.
+
+  Returns:
+    A :class:`Programs`.
+  """
+  colornet_kwargs = None
+  if config.task == "meif" and config.get("train_colornet", False):
+    colornet_kwargs = _as_json(config.colornet.to_dict())
+  spec = {
+      "task": config.task,
+      "model": _as_json(config.model.to_dict()),
+      "colornet": colornet_kwargs,
+      "optimizer": _as_json(config.optimizer.to_dict()),
+      "num_steps": int(config.num_steps),
+      "patch_size": int(config.data.patch_size),
+      "weights": {"gradient_transfer": float(config.loss.lambda_gt) if teacher is not None else 0.0,
+                  "texture": float(config.loss.beta1), "structure": float(config.loss.beta2)},
+      "teacher_model": teacher.metadata["model"] if teacher is not None else None,
+  }
+  return _programs(json.dumps(spec, sort_keys=True), config.get("num_devices"))
+
+
+def _init_from_checkpoint(path: str, template: dict) -> dict:
+  """Parameters of another stage's checkpoint as the starting point (``config.init_ckpt``)."""
+  loaded = checkpoints.load_fusion_model(path)
+  def check(name, got, want):
+    if jax.tree.structure(got) != jax.tree.structure(want) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))):
+      raise ValueError(f"--config.init_ckpt={path}: its {name} do not match this config's model; "
+                       "use the same --config.model.* as the checkpoint (see its metadata).")
+  check("parameters", loaded.params, template["params"])
+  out = {"params": loaded.params}
+  if "colornet_params" in template and loaded.colornet_params is not None:
+    check("ColorNet parameters", loaded.colornet_params, template["colornet_params"])
+    out["colornet_params"] = loaded.colornet_params
+  return out
+
+
+def _sample_columns(programs: Programs, host_state: dict, batch: dict) -> tuple[list[np.ndarray], np.ndarray]:
+  """Fuses the sample crops; returns the grid columns (sources | fused | reference) and the fused Y."""
+  fused = np.asarray(programs.fuse(host_state["params"], batch["y1"], batch["y2"]))
+  if programs.colornet is not None:
+    crcb = np.asarray(programs.color(host_state["colornet_params"], batch["crcb1"], batch["crcb2"], fused))
+    rgb = lambda y, c: color.ycrcb_to_rgb(np.concatenate([y, c], axis=-1))
+    columns = [rgb(batch["y1"], batch["crcb1"]), rgb(batch["y2"], batch["crcb2"]), rgb(fused, crcb)]
+    if "reference" in batch:
+      columns.append(rgb(batch["reference"], batch["reference_crcb"]))
+  else:
+    columns = [batch["y1"], batch["y2"], fused] + ([batch["reference"]] if "reference" in batch else [])
+  return columns, fused
+
+
+def _evaluate(names, fused, batch) -> dict[str, float]:
+  """Fusion metrics of the sample fusions (uint8 levels), averaged; metrics undefined on them are left out."""
+  if not names:
+    return {}
+  from fusionjax import imageio, metrics  # Deferred: only needed at the end of a run.
+  results = []
+  for i in range(fused.shape[0]):
+    sources = [imageio.to_uint8(batch["y1"][i, ..., 0]), imageio.to_uint8(batch["y2"][i, ..., 0])]
+    reference = imageio.to_uint8(batch["reference"][i, ..., 0]) if "reference" in batch else None
+    results.append(metrics.compute_metrics(imageio.to_uint8(fused[i, ..., 0]), sources, reference=reference,
+                                           names=[n for n in names if n != "PSNR" or reference is not None]))
+  summary = metrics.summarize(results)
+  return {f"eval/{name}": float(s["mean"]) for name, s in summary.items() if s.get("n") and s["mean"] is not None}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None = None) -> dict[str, float]:
+  """Trains one stage and evaluates its sample fusions.
+
+  Args:
+    config: an experiment config from ``configs/`` (``configs/mfif.py`` etc.).
+    workdir: where checkpoints, ``metrics.jsonl`` and sample grids go; ``None`` uses
+      ``config.workdir_default``. A workdir holding a checkpoint of this stage is resumed.
+
+  Returns:
+    The final metrics: ``step``, the loss terms averaged over the last logging interval,
+    ``steps_per_sec`` (over the steps run by this call, compilation excluded when more than one
+    interval was logged), ``wall_time_s`` and ``eval/<metric>`` on the sample crops.
+
+  Raises:
+    ValueError / FileNotFoundError: bad config, missing data, missing or wrong-task teacher, or a
+      workdir holding another stage; raised before anything is written.
+    FloatingPointError: the loss or the gradients became non-finite (the message names the step).
+  """
+  start_time = time.perf_counter()
+  if config.get("distributed", False):
+    # Multi-host: every host runs this same program; the coordinator address and process ids come
+    # from the cluster environment (Cloud TPU, SLURM, Kubernetes) that jax.distributed detects.
+    jax.distributed.initialize()
+  config = ml_collections.ConfigDict(config.to_dict())  # Local copy: the caller's config is not touched.
+  validate_config(config)
+  task = config.task
+  workdir = Path(workdir if workdir is not None else config.workdir_default).expanduser().absolute()
+  config.data.data_dir = resolve_data_dir(config)
+
+  existing = _existing_metadata(workdir)
+  if existing is not None:
+    _check_resumable(existing, config, workdir)
+  teacher = resolve_teacher(config, existing)
+  dp = parallel.DataParallel(config.get("num_devices"))
+  dp.check_batch_size(int(config.data.batch_size))
+  source = fj_data.make_training_source(task, config.data, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+
+  # Inputs are valid: build, then write.
+  if teacher is not None:
+    teacher = _load_teacher(teacher)
+  programs = build_programs(config, teacher)
+  dp = programs.data_parallel
+  colornet_kwargs = _as_json(config.colornet.to_dict()) if programs.colornet is not None else None
+  num_steps = int(config.num_steps)
+  rng = jax.random.PRNGKey(int(config.seed))
+
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpointer = checkpoints.StageCheckpointer(workdir, max_to_keep=int(config.keep_checkpoints))
+  init_record = None
+  # A fresh state is also the template that restores optimiser states as their own types.
+  host_state = jax.device_get(programs.init(rng))
+  if checkpointer.latest_step() is not None:
+    host_state, _ = checkpointer.restore(state_template=host_state)
+    logging.info("[%s] resuming from %s at step %d", task, workdir, int(host_state["step"]))
+  elif config.get("init_ckpt"):
+    host_state.update(_init_from_checkpoint(config.init_ckpt, host_state))
+    init_meta = checkpoints.read_metadata(config.init_ckpt)
+    init_record = {"path": str(Path(config.init_ckpt).expanduser().absolute()), "step": init_meta["step"],
+                   "task": init_meta["task"]}
+    logging.info("[%s] parameters initialised from %s (step %d)", task, config.init_ckpt, init_meta["step"])
+  start_step = int(host_state["step"])
+
+  metadata = {
+      "format": checkpoints.FORMAT,
+      "task": task,
+      "model": _as_json(config.model.to_dict()),
+      "colornet": colornet_kwargs,
+      "config": _config_dict(config),
+      "teacher": teacher.record if teacher is not None else None,
+      "init": init_record if existing is None else (existing or {}).get("init"),
+      "workdir": str(workdir),
+      "fusionjax_version": fusionjax.__version__,
+  }
+  logging.info("[%s] %s, %d parameters%s; %d device(s); teacher: %s", task, config.model.name,
+               train_state.count_params(host_state["params"]),
+               f" + ColorNet {train_state.count_params(host_state['colornet_params'])}" if colornet_kwargs else "",
+               dp.num_global_devices,
+               f"{teacher.path} (step {teacher.step}, {teacher.metadata['task']})" if teacher else "none")
+
+  p_step = programs.step
+  frozen = (dp.replicate(teacher.params),) if teacher is not None else ()
+
+  sample_batch = {k: v[:int(config.num_samples)] for k, v in source.batch(0).items()}
+  writer = train_logging.MetricsWriter(workdir, resume_step=start_step)
+  progress = train_logging.Progress(task, start_step, num_steps)
+  rep_state = dp.replicate(host_state)
+  pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
+  interval: list[dict] = []  # checked host metrics since the last log line
+  last_logged: dict[str, float] = {}
+  last_saved = start_step
+  rates = []
+
+  def check_pending():
+    """Moves device metrics to the host; fails at the first step whose loss or gradients are not finite."""
+    host = jax.device_get([m for _, m in pending])
+    for (step, _), values in zip(pending, host):
+      values = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in values.items()}
+      if values["all_finite"] < 1.0:
+        raise FloatingPointError(
+            f"[{task}] non-finite loss or gradients at step {step} (loss={values['loss']}, "
+            f"grad_norm={values['grad_norm']}). The last checkpoint (step {last_saved}) in {workdir} is "
+            "untouched; lower --config.optimizer.learning_rate or --config.optimizer.grad_clip_norm and resume.")
+      interval.append(values)
+    pending.clear()
+
+  def save(step):
+    nonlocal last_saved
+    check_pending()
+    checkpointer.save(step, dp.unreplicate(rep_state), metadata, force=True)
+    last_saved = step
+
+  def write_samples(step):
+    columns, fused = _sample_columns(programs, dp.unreplicate(rep_state), sample_batch)
+    train_logging.write_sample_grid(workdir, step, columns)
+    return fused
+
+  completed = start_step  # steps whose update is in rep_state
+  batches = source.iterate(start_step, int(config.prefetch), num_steps=num_steps - start_step)
+  try:
+    if start_step < num_steps:
+      for step in range(start_step + 1, num_steps + 1):
+        batch = dp.shard(next(batches))
+        rep_state, step_metrics = p_step(rep_state, batch, *frozen)
+        completed = step
+        pending.append((step, step_metrics))
+        if step % int(config.log_every) == 0 or step == num_steps:
+          check_pending()
+          last_logged = {k: float(np.mean([m[k] for m in interval])) for k in interval[-1]}
+          interval.clear()
+          rate = progress.update(step)
+          if rate and step - start_step > int(config.log_every):
+            rates.append(rate)  # The first interval includes compilation.
+          eta = progress.eta_seconds(step)
+          writer.write(step, {**last_logged, "steps_per_sec": rate or 0.0,
+                              "eta_s": eta if eta is not None else float("nan")})
+          logging.info("%s", progress.line(step, last_logged))
+        if step % int(config.checkpoint_every) == 0 and step != num_steps:
+          save(step)
+        if int(config.sample_every) and step % int(config.sample_every) == 0 and step != num_steps:
+          check_pending()
+          write_samples(step)
+    if last_saved != num_steps:
+      save(num_steps)
+    fused = write_samples(num_steps)
+  except KeyboardInterrupt:
+    # Keep the work done so far: a checkpoint at the last completed step, then stop.
+    if completed > last_saved:
+      logging.warning("[%s] interrupted at step %d; saving a checkpoint to resume from.", task, completed)
+      save(completed)
+    raise
+  finally:
+    batches.close()
+    source.close()
+    checkpointer.close()
+
+  result = {"step": float(num_steps), **last_logged,
+            "steps_per_sec": float(np.mean(rates)) if rates else float(progress.steps_per_sec or 0.0),
+            "wall_time_s": time.perf_counter() - start_time}
+  result.update(_evaluate(list(config.get("eval_metrics", ())), fused, sample_batch))
+  return result
