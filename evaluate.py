@@ -1,0 +1,85 @@
+r"""Evaluates fusion results on a benchmark set: a trained stage, a baseline, or fused images on disk.
+
+Run a trained stage (writes OUT/fused/*.png, OUT/metrics.csv, OUT/summary.json, OUT/summary.md):
+
+  python evaluate.py --ckpt runs/ivf --dataset tno --data_dir /path/to/data --out results/efrufn_tno
+
+The paper's medical protocol applies the stage-2 (MEIF) checkpoint to Harvard pairs:
+
+  python evaluate.py --ckpt runs/meif --dataset harvard_mri_ct --data_dir /path/to/data --out results/mri_ct
+
+Score another method's fused images (files named after the pairs, e.g. 01.png for TNO pair 01):
+
+  python evaluate.py --fused_dir other/TNO --dataset tno --data_dir /path/to/data --out results/other_tno
+
+Built-in baselines, and one side-by-side table of several evaluations:
+
+  python evaluate.py --method average --dataset tno --data_dir /path/to/data --out results/average_tno
+  python evaluate.py --compare results/efrufn_tno,results/average_tno --out results/tno.md
+
+Any folders of matching file names: ``--dataset folders --dirs vis,ir [--task ivf]``. Metrics follow
+the ``clean`` convention unless ``--convention paper`` is given (see fusionjax.metrics).
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from fusionjax import evaluation
+from fusionjax import inference
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("ckpt", None, "Stage workdir of a trained model (as written by train.py).")
+flags.DEFINE_string("fused_dir", None, "Folder of fused images to score, named after the pairs.")
+flags.DEFINE_enum("method", None, sorted(evaluation.BASELINES), "A built-in baseline to evaluate.")
+flags.DEFINE_list("compare", [], "Evaluation folders (or summary.json files) to tabulate side by side.")
+flags.DEFINE_string("dataset", None, "Benchmark set (a fusionjax.data.DATASETS key) or 'folders'.")
+flags.DEFINE_string("data_dir", os.environ.get("FUSIONJAX_DATA"),
+                    "Data root, or the dataset's own folder (default: $FUSIONJAX_DATA).")
+flags.DEFINE_string("split", None, "Dataset split (default: the reader's evaluation split).")
+flags.DEFINE_list("dirs", [], "For --dataset folders: source folders, in the task's source order.")
+flags.DEFINE_string("reference_dir", None, "For --dataset folders: folder of reference images.")
+flags.DEFINE_enum("task", None, ["mfif", "meif", "ivf", "mif"], "For --dataset folders: the task of the pairs.")
+flags.DEFINE_string("out", None, "Output folder (with --compare: the Markdown file).")
+flags.DEFINE_enum("convention", "clean", ["clean", "paper"], "Metric convention (DESIGN §6).")
+flags.DEFINE_list("metrics", None, "Metrics to compute, e.g. EN,MI,SSIM (default: all).")
+flags.DEFINE_integer("max_pairs", None, "Evaluate only the first N pairs.", lower_bound=1)
+flags.DEFINE_integer("max_side", None, "Downscale pairs with a longer side above this (quick checks only; "
+                     "numbers are then not comparable with published ones).", lower_bound=16)
+flags.DEFINE_boolean("allow_missing", False, "With --fused_dir: skip pairs without a fused file.")
+flags.DEFINE_integer("tile_size", inference.DEFAULT_TILE_SIZE, "Fuse images larger than this in tiles.")
+flags.DEFINE_integer("overlap", inference.DEFAULT_TILE_OVERLAP, "Overlap of neighbouring tiles.")
+flags.DEFINE_integer("pad_multiple", None, "Pad inputs to a multiple of this (e.g. 64) so that images of many "
+                     "sizes share compiled shapes; results then differ slightly near the bottom/right edges.",
+                     lower_bound=1)
+flags.DEFINE_string("name", None, "Label of the method in tables.")
+flags.DEFINE_boolean("flops", True, "Measure FLOPs with XLA's cost analysis.")
+
+
+def main(argv):
+  """Builds the options from the flags and runs the evaluation (exit code 2 on bad input)."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+  options = evaluation.EvalOptions(
+      out=FLAGS.out, ckpt=FLAGS.ckpt, fused_dir=FLAGS.fused_dir, method=FLAGS.method, compare=FLAGS.compare,
+      dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, dirs=FLAGS.dirs,
+      reference_dir=FLAGS.reference_dir, task=FLAGS.task, convention=FLAGS.convention, metrics=FLAGS.metrics,
+      max_pairs=FLAGS.max_pairs, max_side=FLAGS.max_side, allow_missing=FLAGS.allow_missing,
+      tile_size=FLAGS.tile_size, tile_overlap=FLAGS.overlap, pad_multiple=FLAGS.pad_multiple, name=FLAGS.name,
+      measure_flops=FLAGS.flops)
+  try:
+    result = evaluation.run_evaluation(options)
+  except (ValueError, FileNotFoundError) as error:
+    print(f"evaluate.py: error: {error}", file=sys.stderr)
+    sys.exit(2)
+  if isinstance(result, str):
+    print(result)
+  else:
+    print(evaluation.summary_markdown(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
