@@ -13,6 +13,7 @@ from PIL import Image
 
 from fusionjax.color import rgb_to_ycrcb
 from fusionjax.data import default_data_config, make_training_source, shard_batch
+from shared_data import SHARED_DATA
 
 PATCH = 16
 SEED = int(np.random.SeedSequence().generate_state(1)[0])
@@ -259,7 +260,7 @@ def test_shard_batch():
     shard_batch(batch, 0)
 
 
-REAL_DATA = Path(os.environ.get("FUSIONJAX_TEST_DATA", "/work/shared/data"))
+REAL_DATA = SHARED_DATA
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"benchmark images not found at {REAL_DATA}")

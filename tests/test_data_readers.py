@@ -23,8 +23,9 @@ from fusionjax.data import (
     validate_pairs,
 )
 from fusionjax.imageio import load_image
+from shared_data import SHARED_DATA
 
-DATA = Path(os.environ.get("FUSIONJAX_TEST_DATA", "/work/shared/data"))
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(
     not DATA.is_dir(), reason=f"benchmark images not found at {DATA} (set FUSIONJAX_TEST_DATA to a copy)")
 

@@ -20,8 +20,9 @@ from fusionjax import color
 from fusionjax import imageio
 from fusionjax import inference
 from fusionjax import models
+from shared_data import SHARED_DATA
 
-DATA_DIR = Path(os.environ.get("FUSIONJAX_DATA", "/work/shared/data"))
+DATA_DIR = SHARED_DATA
 
 #: One tiny architecture for all inference, CLI and evaluation tests, so they share compilations.
 TINY_FRUFN = {"name": "frufn", "num_units": 1, "width": 8, "num_heads": 2, "cpb_hidden": 16}

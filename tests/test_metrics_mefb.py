@@ -1,6 +1,6 @@
 """fusionjax.metrics on a real MEFB multi-exposure pair (skipped when the benchmark data is absent).
 
-The data directory is ``$FUSIONJAX_DATA`` (default ``/work/shared/data``); its ``mefb/`` folder
+The data directory is ``tests/shared_data.SHARED_DATA``; its ``mefb/`` folder
 holds ``<scene>/<scene>_A.*`` (under-exposed) and ``<scene>/<scene>_B.*`` (over-exposed).
 """
 
@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from fusionjax import metrics
+from shared_data import SHARED_DATA
 
-_MEFB = Path(os.environ.get("FUSIONJAX_DATA", "/work/shared/data")) / "mefb"
+_MEFB = SHARED_DATA / "mefb"
 # A 512 x 339 scene with a wide dynamic range (MEFB images average 0.44 Mpx).
 _SCENE = "Arno"
 

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 
 _SCRIPT = r'''
 import hashlib, json, sys

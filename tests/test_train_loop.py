@@ -24,8 +24,9 @@ from fusionjax import checkpoints  # noqa: E402
 from fusionjax import data as fj_data  # noqa: E402
 from fusionjax.train import logging as train_logging  # noqa: E402
 from fusionjax.train import loop  # noqa: E402
+from shared_data import SHARED_DATA
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not (DATA / "clean_natural").is_dir(), reason="benchmark data not staged")
 CONFIGS = {"mfif": mfif, "meif": meif, "ivf": ivf}
 
