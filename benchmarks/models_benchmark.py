@@ -13,7 +13,7 @@ Prints three Markdown tables:
    ``temp_size_in_bytes``) against the number of iterations: FRUFN's N, EFRUFN's ``max_iter``
    (paper Fig. 13: FRUFN grows linearly, EFRUFN stays flat).
 
-Usage (about 10 minutes on 2 CPU cores with the defaults; use the flags to shrink it):
+Usage (about 15 minutes on 2 busy CPU cores with the defaults; the flags shrink it):
 
     python benchmarks/models_benchmark.py
     python benchmarks/models_benchmark.py --height 64 --width 96 --iterations 1,3 --latency_runs 2

@@ -8,7 +8,7 @@ Parameter counts of the defaults: EFRUFN 236,147 (paper 0.236 M), FRUFN 863,163 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Union
 
 import jax.numpy as jnp
 import ml_collections

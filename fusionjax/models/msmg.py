@@ -22,8 +22,8 @@ def upsample_bilinear(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   Equals ``jax.image.resize(x, (B, factor * H, factor * W, C), 'bilinear')`` (edge samples
   are replicated, as there), but is written as a two-tap polyphase filter: each output sample
   mixes two neighbouring inputs, so the cost is a few operations per output instead of the dense
-  interpolation matrices ``jax.image.resize`` contracts with (about 2.5 GFLOPs per mask
-  generator at 224x448).
+  interpolation matrices ``jax.image.resize`` contracts with (XLA's count for the three pooled
+  scales of one mask generator at 224x448, width 32: 2.21 GFLOPs there, 0.06 GFLOPs here).
 
   Args:
     x: (B, H, W, C).
