@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -96,12 +97,28 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
   suffix = path.suffix.lower()
   if suffix not in IMAGE_SUFFIXES:
     raise ValueError(f"Unknown image suffix for {path}; use one of {', '.join(IMAGE_SUFFIXES)}.")
+  options = {"quality": 95, "subsampling": 0} if suffix in (".jpg", ".jpeg") else {}
+  return write_atomic(path, lambda tmp: pil.save(tmp, format=Image.registered_extensions()[suffix], **options))
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+  """Writes a file through a temporary file in the same folder, renamed into place.
+
+  A failure part-way leaves no partial file and leaves any existing file at ``path`` untouched.
+
+  Args:
+    path: destination (its folder is created if needed).
+    write: called with the temporary file's path; writes the content there.
+
+  Returns:
+    The written path.
+  """
+  path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
   os.close(fd)
   try:
-    options = {"quality": 95, "subsampling": 0} if suffix in (".jpg", ".jpeg") else {}
-    pil.save(tmp, **options)
+    write(tmp)
     # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
     umask = os.umask(0)
     os.umask(umask)

@@ -11,9 +11,10 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from fusionjax import imageio
 
 #: Format tag of ``summary.json``; :func:`read_summary` refuses other files.
 SUMMARY_FORMAT = "fusionjax.evaluation/1"
@@ -32,21 +33,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
   Returns:
     The written path.
   """
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+  def write(tmp: str) -> None:
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
       handle.write(text)
-    # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-  return path
+
+  return imageio.write_atomic(path, write)
 
 
 def _cell(value: Any) -> str:
