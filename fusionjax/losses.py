@@ -119,6 +119,16 @@ def gradient_transfer_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
   return jnp.mean(jnp.maximum(sobel_gradient(teacher) - sobel_gradient(student), 0.0))
 
 
+def _ivf_inputs(fused, visible, infrared):
+  """Casts the three IVF loss inputs to float32 NHWC and checks that their shapes agree."""
+  fused = _as_float32_nhwc(fused, "fused")
+  visible = _as_float32_nhwc(visible, "visible")
+  infrared = _as_float32_nhwc(infrared, "infrared")
+  _check_same_shape(fused, visible, "fused and visible")
+  _check_same_shape(fused, infrared, "fused and infrared")
+  return fused, visible, infrared
+
+
 def intensity_loss(fused: jax.Array, visible: jax.Array, infrared: jax.Array) -> jax.Array:
   """IVF intensity loss ``‖f − max(vis, ir)‖₁`` (paper eq. 5), as a mean.
 
@@ -130,11 +140,7 @@ def intensity_loss(fused: jax.Array, visible: jax.Array, infrared: jax.Array) ->
   Returns:
     Scalar >= 0.
   """
-  fused = _as_float32_nhwc(fused, "fused")
-  visible = _as_float32_nhwc(visible, "visible")
-  infrared = _as_float32_nhwc(infrared, "infrared")
-  _check_same_shape(fused, visible, "fused and visible")
-  _check_same_shape(fused, infrared, "fused and infrared")
+  fused, visible, infrared = _ivf_inputs(fused, visible, infrared)
   return jnp.mean(jnp.abs(fused - jnp.maximum(visible, infrared)))
 
 
@@ -149,11 +155,7 @@ def texture_loss(fused: jax.Array, visible: jax.Array, infrared: jax.Array) -> j
   Returns:
     Scalar >= 0.
   """
-  fused = _as_float32_nhwc(fused, "fused")
-  visible = _as_float32_nhwc(visible, "visible")
-  infrared = _as_float32_nhwc(infrared, "infrared")
-  _check_same_shape(fused, visible, "fused and visible")
-  _check_same_shape(fused, infrared, "fused and infrared")
+  fused, visible, infrared = _ivf_inputs(fused, visible, infrared)
   target = jnp.maximum(sobel_gradient(visible), sobel_gradient(infrared))
   return jnp.mean(jnp.abs(sobel_gradient(fused) - target))
 
