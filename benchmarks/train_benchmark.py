@@ -12,7 +12,7 @@ reports:
 Usage (from the repository root; a few minutes on a 2-core CPU)::
 
   python benchmarks/train_benchmark.py --steps 2 [--stages mfif,meif,ivf] [--model efrufn]
-      [--batch_size 8 --patch_size 128] [--out results.json]
+      [--batch_size 8 --patch_size 128] [--config_arg cpu] [--out results.json]
 
 ``--loss_scales --data_dir DATA`` instead prints the size of each unweighted loss term for the plain
 average of the two sources on real training crops (64 crops of 128 px per stage), the yardstick
@@ -35,12 +35,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fusionjax import models  # noqa: E402
-from fusionjax.train import parallel, state as train_state, steps as train_steps  # noqa: E402
+from fusionjax.train import loop, parallel, state as train_state, steps as train_steps  # noqa: E402
 
 
-def _config(stage: str):
+def _config(stage: str, config_arg: str | None = None):
   module = __import__(f"configs.{stage}", fromlist=["get_config"])
-  return module.get_config()
+  return module.get_config(config_arg)
 
 
 def _batch(task: str, batch_size: int, patch: int, rng: np.random.Generator) -> dict:
@@ -55,9 +55,9 @@ def _batch(task: str, batch_size: int, patch: int, rng: np.random.Generator) -> 
 
 
 def benchmark_stage(stage: str, *, steps: int, batch_size: int | None, patch_size: int | None,
-                    model_name: str | None) -> dict:
+                    model_name: str | None, config_arg: str | None = None) -> dict:
   """Compiles and times one stage's train step; returns the measurements."""
-  config = _config(stage)
+  config = _config(stage, config_arg)
   if model_name:
     config.model.name = model_name
   batch_size = batch_size or int(config.data.batch_size)
@@ -76,7 +76,8 @@ def benchmark_stage(stage: str, *, steps: int, batch_size: int | None, patch_siz
     teacher = models.create_model(config.model)
     teacher_params = host_state["params"]
   weights = train_steps.LossWeights(gradient_transfer=float(config.loss.lambda_gt) if teacher else 0.0,
-                                    texture=float(config.loss.beta1), structure=float(config.loss.beta2))
+                                    texture=float(config.loss.beta1), structure=float(config.loss.beta2),
+                                    fixed_point=loop.fixed_point_weight(config))
   step_fn = train_steps.make_train_step(stage, model, optimizer, weights, teacher_model=teacher,
                                         colornet=colornet, colornet_optimizer=colornet_optimizer)
   dp = parallel.DataParallel(1)
@@ -152,6 +153,7 @@ def main(argv=None) -> None:
   parser.add_argument("--batch_size", type=int, default=None, help="default: the config's")
   parser.add_argument("--patch_size", type=int, default=None, help="default: the config's")
   parser.add_argument("--model", default=None, help="efrufn or frufn (default: the config's)")
+  parser.add_argument("--config_arg", default=None, help="config variant, e.g. 'cpu' for configs/<stage>.py:cpu")
   parser.add_argument("--out", default=None, help="also write the results as JSON here")
   parser.add_argument("--loss_scales", action="store_true", help="print loss-term sizes instead (needs --data_dir)")
   parser.add_argument("--data_dir", default=None, help="data root for --loss_scales")
@@ -164,7 +166,7 @@ def main(argv=None) -> None:
   results = []
   for stage in args.stages.split(","):
     result = benchmark_stage(stage.strip(), steps=args.steps, batch_size=args.batch_size,
-                             patch_size=args.patch_size, model_name=args.model)
+                             patch_size=args.patch_size, model_name=args.model, config_arg=args.config_arg)
     print(json.dumps(result), flush=True)
     results.append(result)
   if args.out:

@@ -19,7 +19,8 @@ Fields (``--config.<field>=...`` on the command line):
   ``sample_every``, ``num_samples``, ``eval_metrics``, ``num_devices``, ``distributed``, ``prefetch``.
 
 ``apply_smoke`` shrinks any stage to a CPU run of one to two and a half minutes
-(``--config=configs/<stage>.py:smoke``).
+(``--config=configs/<stage>.py:smoke``); ``apply_cpu`` is the reduced configuration the shipped
+reference weights (``fusionjax/weights``) were trained with on a 2-core CPU (``configs/<stage>.py:cpu``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ from fusionjax import data, models
 STAGES = ("mfif", "meif", "ivf")
 
 
-def default_workdir(task: str, smoke: bool = False) -> str:
-  """The workdir a stage writes to when ``--workdir`` is not given (``runs/smoke/<task>`` for smoke runs)."""
-  return f"runs/smoke/{task}" if smoke else f"runs/{task}"
+#: Config arguments a stage config accepts after its path (``configs/ivf.py:cpu``).
+VARIANTS = ("smoke", "cpu")
+
+
+def default_workdir(task: str, variant: str | None = None) -> str:
+  """The workdir a stage writes to when ``--workdir`` is not given: ``runs/<task>``, or
+  ``runs/<variant>/<task>`` for the ``smoke`` and ``cpu`` variants."""
+  return f"runs/{variant}/{task}" if variant else f"runs/{task}"
 
 
 def get_common_config(task: str) -> ml_collections.ConfigDict:
@@ -89,6 +95,13 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   # β1, β2 of eq. (4): stage 3 only.
   config.loss.beta1 = 0.0
   config.loss.beta2 = 0.0
+  # γ, weight of EFRUFN's fixed-point residual ||f(z*) - z*||² / ||z*||² (not in the paper; FRUFN
+  # ignores it). Under the paper's Jacobian-free backward nothing else keeps the map contractive: CPU
+  # runs without it (configs/<stage>.py:cpu, at learning rates 4e-4, 2e-4 and 1e-4) all drifted from a
+  # relative residual of ~1e-2 after 3 iterations to 0.6-0.8 within 100-150 steps, and the loss then
+  # rose above its starting value. 1 makes the term about as large as the reconstruction loss when the
+  # solve stalls (residual² 0.3-0.6) and negligible when it converges (~1e-4). 0 restores the paper's loss.
+  config.loss.fixed_point = 1.0
 
   previous = STAGES.index(task) - 1
   # Stages 2 and 3 learn from the frozen previous stage; --config.use_teacher=False is the ablation of
@@ -164,9 +177,64 @@ def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.sample_every = 0
   config.num_samples = 2
   config.eval_metrics = ("EN", "SD", "PSNR")
-  # Smoke runs chain among themselves, apart from the real runs.
-  config.workdir_default = default_workdir(config.task, smoke=True)
+  _chain_workdirs(config, "smoke")
+  return config
+
+
+def _chain_workdirs(config: ml_collections.ConfigDict, variant: str) -> None:
+  """Runs of one variant chain among themselves (``runs/<variant>/<task>``), apart from the full runs."""
+  config.workdir_default = default_workdir(config.task, variant)
   previous = STAGES.index(config.task) - 1
   if previous >= 0:
-    config.teacher_ckpt = default_workdir(STAGES[previous], smoke=True)
+    config.teacher_ckpt = default_workdir(STAGES[previous], variant)
+
+
+#: Steps of each stage in the ``cpu`` variant: about 20 minutes per stage on a 2-core CPU (the run behind
+#: the shipped weights: MFIF 1000 steps in 1353 s, MEIF 600 in 1277 s; results/logs/*/metrics.jsonl).
+CPU_STEPS = {"mfif": 1000, "meif": 600, "ivf": 600}
+
+
+def apply_cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a stage config to the CPU reference run that produced the shipped weights.
+
+  The architecture keeps every part and setting of the paper's EFRUFN except its width (16 instead of
+  32, 2 heads), the position-bias MLP (64 hidden instead of 512) and the solver budget (3 Anderson
+  iterations instead of 5); training keeps the data, losses and their weights and cuts the crops (4 of
+  64 px instead of 8 of 128 px) and the steps (``CPU_STEPS``, 5-6% of the full schedule's steps and
+  under 1% of its training pixels). ``python benchmarks/train_benchmark.py --config_arg=cpu`` times
+  one step of each stage.
+
+  Args:
+    config: a stage config (modified in place).
+
+  Returns:
+    The same config.
+  """
+  config.model.update(width=16, num_heads=2, cpb_hidden=64, max_iter=3)
+  if "colornet" in config:
+    config.colornet.features = 16
+  config.data.update(batch_size=4, patch_size=64)
+  # A short warm-up (50 steps, under 10% of the shortest stage) at the full runs' peak rate of 2e-4. A
+  # first CPU run at 4e-4 pushed the fixed-point map out of its contractive regime as soon as the
+  # warm-up passed 3e-4 (relative residual after 3 iterations 4e-3 at step 40, 0.3-0.8 from step 60,
+  # loss up from 0.52 to 0.85), so the rate is not raised for the short schedule.
+  config.optimizer.warmup_steps = 50
+  config.num_steps = CPU_STEPS[config.task]
+  config.log_every = 20
+  config.checkpoint_every = 200
+  config.keep_checkpoints = 2
+  config.sample_every = 0
+  _chain_workdirs(config, "cpu")
+  return config
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies the config argument of ``configs/<stage>.py:<arg>`` (None: the full configuration)."""
+  if arg == "smoke":
+    return apply_smoke(config)
+  if arg == "cpu":
+    return apply_cpu(config)
+  if arg:
+    raise ValueError(f"Unknown config argument {arg!r}; use configs/{config.task}.py or "
+                     f"configs/{config.task}.py:<variant> with a variant in {VARIANTS}.")
   return config

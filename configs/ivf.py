@@ -31,7 +31,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  """The stage-3 config; ``arg='smoke'`` shrinks it for a CPU smoke run."""
+  """The stage-3 config; ``arg='smoke'`` shrinks it for a CPU smoke run, ``'cpu'`` to the shipped weights' CPU run."""
   config = common.get_common_config("ivf")
   # 10k steps x 8 crops = 80k crops of 171 RoadScene training pairs: each pair is seen as ~470 random
   # crops, enough for an unsupervised loss that has no reference to overfit to.
@@ -46,8 +46,5 @@ def get_config(arg: str | None = None):
   # λ = 1: L_gt is in the same Sobel units as L_text (the average's deficit against the visible
   # image measured 0.078), so λ = β1 weighs the teacher's structure like the sources' structure.
   config.loss.lambda_gt = 1.0
-  if arg == "smoke":
-    common.apply_smoke(config)
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; use configs/ivf.py or configs/ivf.py:smoke.")
+  common.apply_variant(config, arg)
   return config

@@ -31,7 +31,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  """The stage-2 config; ``arg='smoke'`` shrinks it for a CPU smoke run."""
+  """The stage-2 config; ``arg='smoke'`` shrinks it for a CPU smoke run, ``'cpu'`` to the shipped weights' CPU run."""
   config = common.get_common_config("meif")
   # 10k steps: the network starts from scratch but the teacher's structure term speeds it up, and the
   # real exposure pairs (11 SICE scenes) would be memorised by much longer runs.
@@ -46,9 +46,7 @@ def get_config(arg: str | None = None):
   # ColorNet (paper Remark 1) is trained in this stage and saved with it.
   config.train_colornet = True
   config.colornet = common.default_colornet_config()
+  common.apply_variant(config, arg)
   if arg == "smoke":
-    common.apply_smoke(config)
     config.colornet.features = 4
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; use configs/meif.py or configs/meif.py:smoke.")
   return config

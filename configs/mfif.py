@@ -25,7 +25,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  """The stage-1 config; ``arg='smoke'`` shrinks it for a CPU smoke run."""
+  """The stage-1 config; ``arg='smoke'`` shrinks it for a CPU smoke run, ``'cpu'`` to the shipped weights' CPU run."""
   config = common.get_common_config("mfif")
   # 20k steps x 8 crops = 160k synthetic pairs, about 760 random crops per clean_natural photograph:
   # each step draws a new blur mask and defocus, so longer runs keep seeing new pairs. Stage 1 trains
@@ -34,8 +34,5 @@ def get_config(arg: str | None = None):
   # No teacher in stage 1 (paper: "the weight of the gradient transfer loss function is set to 0").
   config.loss.lambda_gt = 0.0
   config.use_teacher = False
-  if arg == "smoke":
-    common.apply_smoke(config)
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; use configs/mfif.py or configs/mfif.py:smoke.")
+  common.apply_variant(config, arg)
   return config

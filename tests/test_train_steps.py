@@ -101,7 +101,7 @@ def test_mfif_step_updates_params_and_reports_ssim_and_solver_stats():
   metrics = jax.device_get(metrics)
   assert np.isfinite(metrics["loss"]) and 0.0 < metrics["loss"] < 2.0
   assert metrics["loss"] == metrics["ssim_loss"]
-  assert "gradient_transfer" not in metrics and "color" not in metrics
+  assert "gradient_transfer" not in metrics and "color" not in metrics and "fixed_point" not in metrics
   assert metrics["all_finite"] == 1.0
   assert 1.0 <= metrics["deq_steps"] <= TINY_EFRUFN["max_iter"]
   assert int(new_state["step"]) == 1
@@ -128,14 +128,17 @@ def test_meif_step_with_teacher_of_another_architecture_and_colornet():
   teacher_model, teacher_params = _model_and_params("frufn")
   teacher_before = _copy(teacher_params)
   step = train_steps.make_train_step(
-      "meif", model, optimizer, train_steps.LossWeights(gradient_transfer=2.0), teacher_model=teacher_model,
+      "meif", model, optimizer, train_steps.LossWeights(gradient_transfer=2.0, fixed_point=0.5), teacher_model=teacher_model,
       colornet=colornet, colornet_optimizer=colornet_optimizer, axis_name=None)
   before = _copy(state)
   new_state, metrics = jax.jit(step, compiler_options=FAST_COMPILE)(state, _batch(12, "meif"), teacher_params)
   metrics = jax.device_get(metrics)
   assert all(np.isfinite(v) for v in metrics.values())
   assert metrics["gradient_transfer"] >= 0.0 and metrics["color"] > 0.0
-  np.testing.assert_allclose(metrics["loss"], metrics["ssim_loss"] + 2.0 * metrics["gradient_transfer"], rtol=1e-6)
+  # EFRUFN's fixed-point residual after 2 plain iterations: positive, and weighted into the loss.
+  assert 0.0 < metrics["fixed_point"] < 10.0
+  np.testing.assert_allclose(metrics["loss"], metrics["ssim_loss"] + 2.0 * metrics["gradient_transfer"]
+                             + 0.5 * metrics["fixed_point"], rtol=1e-6)
   assert _changed_fraction(before["params"], new_state["params"]) > 0.9
   assert _changed_fraction(before["colornet_params"], new_state["colornet_params"]) > 0.9
   # The teacher is an input only: bit-identical afterwards and absent from the returned state.
@@ -176,6 +179,19 @@ def test_make_train_step_rejects_inconsistent_teacher_settings():
                                 colornet=models.ColorNet(), colornet_optimizer=optimizer)
   with pytest.raises(ValueError, match="Unknown task"):
     train_steps.make_train_step("mif", model, optimizer, train_steps.LossWeights())
+  with pytest.raises(ValueError, match="needs EFRUFN"):
+    train_steps.make_train_step("mfif", model, optimizer, train_steps.LossWeights(fixed_point=1.0))
+
+
+def test_relative_residual_of_the_fixed_point_term():
+  from fusionjax.models import unfolding
+  z = (jnp.ones((2, 3, 4, 5)), jnp.full((2, 3, 4, 1), 0.5))
+  assert float(unfolding.relative_residual(z, z)) == 0.0
+  doubled = jax.tree.map(lambda a: 2 * a, z)
+  # ||z||² per image: 60 + 12 * 0.25 = 63, plus 1e-4 per element (72 elements).
+  np.testing.assert_allclose(unfolding.relative_residual(doubled, z), 63 / (63 + 72e-4), rtol=1e-6)
+  zeros = jax.tree.map(jnp.zeros_like, z)
+  assert np.isfinite(float(unfolding.relative_residual(z, zeros)))
 
 
 def test_fusion_loss_per_stage_on_constructed_inputs():

@@ -271,10 +271,19 @@ def build_programs(config: ml_collections.ConfigDict, teacher: Teacher | None) -
       "num_steps": int(config.num_steps),
       "patch_size": int(config.data.patch_size),
       "weights": {"gradient_transfer": float(config.loss.lambda_gt) if teacher is not None else 0.0,
-                  "texture": float(config.loss.beta1), "structure": float(config.loss.beta2)},
+                  "texture": float(config.loss.beta1), "structure": float(config.loss.beta2),
+                  "fixed_point": fixed_point_weight(config)},
       "teacher_model": teacher.metadata["model"] if teacher is not None else None,
   }
   return _programs(json.dumps(spec, sort_keys=True), config.get("num_devices"))
+
+
+def fixed_point_weight(config) -> float:
+  """γ of EFRUFN's fixed-point residual term (``config.loss.fixed_point``); 0 for FRUFN, which has no
+  fixed point."""
+  if str(config.model.get("name", "efrufn")).lower() != "efrufn":
+    return 0.0
+  return float(config.loss.get("fixed_point", 0.0))
 
 
 def _init_from_checkpoint(path: str, template: dict) -> dict:

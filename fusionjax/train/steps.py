@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from fusionjax import losses
+from fusionjax.models import unfolding
 from fusionjax.train.parallel import AXIS_NAME
 
 TASKS = ("mfif", "meif", "ivf")
@@ -46,11 +47,14 @@ class LossWeights:
     gradient_transfer: λ, weight of L_gt; 0 disables the teacher term.
     texture: β1, weight of L_text (stage 3).
     structure: β2, weight of L_stru (stage 3).
+    fixed_point: γ, weight of EFRUFN's fixed-point residual (not in the paper; see
+      :class:`fusionjax.models.EFRUFN`); 0 leaves it out.
   """
 
   gradient_transfer: float = 0.0
   texture: float = 0.0
   structure: float = 0.0
+  fixed_point: float = 0.0
 
 
 def fusion_loss(task: str, fused: jax.Array, batch: Mapping[str, jax.Array], weights: LossWeights,
@@ -152,6 +156,11 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
   if colornet is not None and task != "meif":
     raise ValueError("ColorNet is trained in the multi-exposure stage (meif) only.")
 
+  if weights.fixed_point > 0 and not isinstance(model, unfolding.EFRUFN):
+    raise ValueError(f"The fixed-point residual term (γ={weights.fixed_point}) needs EFRUFN; "
+                     f"{type(model).__name__} has no fixed point. Set config.loss.fixed_point=0.")
+  collections = ["intermediates"] + ([unfolding.RESIDUAL_COLLECTION] if weights.fixed_point > 0 else [])
+
   def pmean(tree):
     return jax.lax.pmean(tree, axis_name) if axis_name is not None else tree
 
@@ -164,9 +173,12 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
       teacher_fused = jax.lax.stop_gradient(teacher_model.apply({"params": teacher_params}, y1, y2))
 
     def loss_fn(params, colornet_params):
-      fused, aux = model.apply({"params": params}, y1, y2, rngs=rngs, mutable=["intermediates"])
+      fused, aux = model.apply({"params": params}, y1, y2, rngs=rngs, mutable=collections)
       fusion_total, terms = fusion_loss(task, fused, batch, weights, teacher_fused)
       extra = solver_metrics(aux.get("intermediates", {}))
+      if weights.fixed_point > 0:
+        (terms["fixed_point"],) = aux[unfolding.RESIDUAL_COLLECTION]["fixed_point_residual"]
+        fusion_total = fusion_total + weights.fixed_point * terms["fixed_point"]
       total = fusion_total
       if colornet is not None:
         # ColorNet corrects the chroma of the fused image; its L1 (eq. 8) trains ColorNet only, so the
