@@ -4,6 +4,9 @@ Run a trained stage (writes OUT/fused/*.png, OUT/metrics.csv, OUT/summary.json, 
 
   python evaluate.py --ckpt runs/ivf --dataset tno --data_dir /path/to/data --out results/efrufn_tno
 
+``--ckpt shipped`` runs the weights that ship with fusionjax (``fusionjax/weights``), picking the stage
+that serves the dataset's task.
+
 The paper's medical protocol applies the stage-2 (MEIF) checkpoint to Harvard pairs:
 
   python evaluate.py --ckpt runs/meif --dataset harvard_mri_ct --data_dir /path/to/data --out results/mri_ct
@@ -32,7 +35,8 @@ from fusionjax import inference
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("ckpt", None, "Stage workdir of a trained model (as written by train.py).")
+flags.DEFINE_string("ckpt", None, "Stage workdir of a trained model (as written by train.py), or 'shipped' for "
+                    "the weights shipped with fusionjax (the stage that serves the dataset's task).")
 flags.DEFINE_string("fused_dir", None, "Folder of fused images to score, named after the pairs.")
 flags.DEFINE_enum("method", None, sorted(evaluation.BASELINES), "A built-in baseline to evaluate.")
 flags.DEFINE_list("compare", [], "Evaluation folders (or summary.json files) to tabulate side by side.")

@@ -1,10 +1,11 @@
-"""The ``fusionjax`` command line: ``fusionjax fuse A B [C ...] -o OUT --ckpt DIR``.
+"""The ``fusionjax`` command line: ``fusionjax fuse A B [C ...] -o OUT (--task TASK | --ckpt DIR)``.
 
 Fuses two or more registered images of one size (colour or grey, any format Pillow reads) with a
-trained stage and writes the result (colour when any source is colour, see
-:mod:`fusionjax.inference`). User errors (missing or unreadable files, mismatched sizes, a missing
-checkpoint, a checkpoint of another task) end with exit code 2 and one message on stderr that says
-what to do; nothing is written then, and an existing output file is left untouched.
+trained stage (by default the weights shipped with the package for ``--task``) and writes the
+result (colour when any source is colour, see :mod:`fusionjax.inference`). User errors (missing or
+unreadable files, mismatched sizes, a missing checkpoint, a checkpoint of another task) end with
+exit code 2 and one message on stderr that says what to do; nothing is written then, and an
+existing output file is left untouched.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
   fuse.add_argument("sources", nargs="+", metavar="IMAGE", help="source images (two or more)")
   fuse.add_argument("-o", "--out", required=True, help="output image; the suffix picks the format (e.g. fused.png)")
   fuse.add_argument("--ckpt", default=None,
-                    help="stage workdir of a trained model (the --workdir of train.py); required")
-  fuse.add_argument("--task", choices=("mfif", "meif", "ivf", "mif"), default=None, help=_TASK_HELP)
+                    help="stage workdir of a trained model (the --workdir of train.py); default: the weights "
+                         "shipped with fusionjax for --task")
+  fuse.add_argument("--task", choices=("mfif", "meif", "ivf", "mif"), default=None,
+                    help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP)
   fuse.add_argument("--tile-size", type=int, default=inference.DEFAULT_TILE_SIZE,
                     help="fuse images larger than this in overlapping tiles (default %(default)s)")
   fuse.add_argument("--overlap", type=int, default=inference.DEFAULT_TILE_OVERLAP,
@@ -54,11 +57,10 @@ def _error(message: str) -> int:
 def _fuse(args: argparse.Namespace) -> int:
   if len(args.sources) < 2:
     return _error(f"fusion needs at least two source images, got {len(args.sources)}.")
-  if args.ckpt is None:
-    # No reference checkpoint ships with the package yet, so there is no default to fall back on.
-    return _error("no checkpoint given: pass --ckpt DIR, the workdir of a trained stage. Train one with e.g. "
-                  "`python train.py --config=configs/meif.py --workdir=runs/meif`, then "
-                  "`fusionjax fuse A B -o fused.png --ckpt runs/meif`.")
+  if args.ckpt is None and args.task is None:
+    return _error("say which fusion this is with --task mfif|meif|ivf|mif to use the shipped weights "
+                  "(e.g. `fusionjax fuse vis.png ir.png -o fused.png --task ivf`), or pass --ckpt DIR, the "
+                  "workdir of a stage you trained.")
   try:
     # Everything that can fail on user input runs before anything is written.
     out = inference.check_output_path(args.out)

@@ -566,11 +566,9 @@ def stage_for_task(task: str | None) -> str | None:
   """
   if task is None:
     return None
+  from fusionjax import weights  # Paper §4.5: the stage-2 (multi-exposure) model serves medical pairs.
   task = task.lower()
-  if task == "mif":
-    # Paper §4.5: the stage-2 (multi-exposure) model is applied to medical pairs untrained.
-    return "meif"
-  return task
+  return weights.STAGE_OF_TASK.get(task, task)
 
 
 def load_sources(paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
@@ -655,12 +653,18 @@ def check_tiling(tile_size: int, tile_overlap: int) -> None:
   _check_tiling(tile_size, tile_overlap)
 
 
-def load_model(ckpt, *, task: str | None = None):
+#: The ``ckpt`` value (besides ``None``) that selects the shipped weights.
+SHIPPED = "shipped"
+
+
+def load_model(ckpt=None, *, task: str | None = None):
   """Loads a stage checkpoint (or passes a ``FusionModel`` through), checking its task.
 
   Args:
-    ckpt: a stage workdir, its ``checkpoints`` directory, or a ``FusionModel``.
-    task: expected task ('mfif', 'meif', 'ivf', or 'mif' which expects 'meif'); ``None`` accepts any.
+    ckpt: a stage workdir, its ``checkpoints`` directory, or a ``FusionModel``; ``None`` or ``'shipped'``
+      loads the weights shipped with the package (:mod:`fusionjax.weights`) for ``task``.
+    task: expected task ('mfif', 'meif', 'ivf', or 'mif' which expects 'meif'); ``None`` accepts any
+      (but the shipped weights need it).
 
   Returns:
     The ``FusionModel``.
@@ -674,9 +678,12 @@ def load_model(ckpt, *, task: str | None = None):
       raise ValueError(f"The model was trained for task {ckpt.task!r}, but {task!r} needs a {expected!r} "
                        "checkpoint. Point to a checkpoint of the right stage.")
     return ckpt
-  if ckpt is None:
-    raise FileNotFoundError("No checkpoint given: pass the workdir of a trained stage, e.g. "
-                            "`python train.py --config=configs/meif.py --workdir=runs/meif` writes one.")
+  if ckpt is None or (ckpt == SHIPPED and not Path(SHIPPED).exists()):
+    if expected is None:
+      raise ValueError("No checkpoint given: name the task (mfif, meif, ivf or mif) to use the shipped weights, "
+                       "or pass the workdir of a trained stage.")
+    from fusionjax import weights
+    return checkpoints.load_fusion_model(weights.shipped_checkpoint(expected), expected_task=expected)
   path = Path(ckpt).expanduser()
   if not path.exists():
     raise FileNotFoundError(f"Checkpoint directory {path} does not exist. Pass the --workdir of a finished "

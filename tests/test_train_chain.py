@@ -8,6 +8,7 @@ level: same numerics, several times shorter compilation). It checks:
   uninterrupted run, and ``metrics.jsonl`` holds each step once;
 - ``init_ckpt`` starts a run from another checkpoint's parameters and is recorded;
 - the teacher's checkpoint is untouched by the stage that uses it; the sample grids are written;
+- exporting a stage as shipped weights keeps its parameters and lineage and drops the optimiser;
 - a non-finite loss stops the run with the step number and saves nothing past the last good step.
 """
 
@@ -128,6 +129,20 @@ meif_model = checkpoints.load_fusion_model(root / "meif", expected_task="meif")
 report["meif_has_colornet"] = meif_model.colornet_params is not None
 report["samples"] = sorted(p.name for p in (root / "ivf").glob("samples_step_*.png"))
 
+# Exporting a stage as shipped weights (results/export_weights.py): parameters kept, optimiser dropped.
+from results import export_weights
+export_weights.export_stage(root / "meif", root / "exported" / "meif")
+exported_state, exported_meta = checkpoints.StageCheckpointer(root / "exported" / "meif", create=False).restore()
+exported = checkpoints.load_fusion_model(root / "exported" / "meif", expected_task="meif")
+report["export"] = {
+    "keys": sorted(exported_state), "step": exported.step, "from": Path(exported_meta["exported_from"]).name,
+    "lineage": [e["task"] for e in checkpoints.stage_lineage(exported_meta)],
+    "params_equal": all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(meif_model.params),
+                                                            jax.tree.leaves(exported.params))),
+    "colornet_equal": all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(meif_model.colornet_params),
+                                                              jax.tree.leaves(exported.colornet_params))),
+    "files": sorted(p.name for p in (root / "exported").iterdir())}
+
 # A NaN batch at step 2 of a fresh stage-1 run: stops with the step number, no checkpoint after it.
 class _NaNAt(_Interrupting):
   def iterate(self, *args, **kwargs):
@@ -194,6 +209,12 @@ def test_smoke_chain_resume_and_lineage(tmp_path):
   assert report["ivf_teacher_step"] == 2 and report["ivf_config_lambda"] > 0
   assert report["teacher_untouched"] and report["meif_has_colornet"]
   assert report["samples"] == ["samples_step_2.png"]
+
+  # The exported stage: same weights and lineage, no optimiser state, no staging folder left behind.
+  export = report["export"]
+  assert export["keys"] == ["colornet_params", "params", "rng", "step"]
+  assert export["step"] == 2 and export["from"] == "meif" and export["lineage"] == ["meif", "mfif"]
+  assert export["params_equal"] and export["colornet_equal"] and export["files"] == ["meif"]
 
   # Non-finite loss: named step, nothing saved from it on.
   assert report["nan_error"] is not None and "step 2" in report["nan_error"]

@@ -418,7 +418,8 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
   new input shape excluded).
 
   Args:
-    ckpt: a stage workdir (or a loaded ``FusionModel``).
+    ckpt: a stage workdir (or a loaded ``FusionModel``); ``'shipped'`` runs the shipped weights of the
+      stage that serves the dataset's task (:mod:`fusionjax.weights`).
     dataset: a ``fusionjax.data.DATASETS`` key or ``'folders'``.
     out: output folder.
     data_dir: the data root or the dataset's folder.
@@ -444,7 +445,8 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
   names = check_metric_names(metrics)
   pairs, pairs_task, split = select_pairs(dataset, data_dir, split=split, dirs=dirs, reference_dir=reference_dir,
                                           task=task, max_pairs=max_pairs)
-  fusion_model = inference.load_model(ckpt)
+  shipped = ckpt is None or (ckpt == inference.SHIPPED and not os.path.exists(ckpt))
+  fusion_model = inference.load_model(ckpt, task=pairs_task if shipped else None)
   from fusionjax import checkpoints
   expected = inference.stage_for_task(pairs_task)
   if expected is not None and fusion_model.task != expected:
