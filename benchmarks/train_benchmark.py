@@ -15,7 +15,8 @@ Usage (from the repository root; a few minutes on a 2-core CPU)::
       [--batch_size 8 --patch_size 128] [--config_arg cpu] [--out results.json]
 
 ``--loss_scales --data_dir DATA`` instead prints the size of each unweighted loss term for the plain
-average of the two sources on real training crops (64 crops of 128 px per stage), the yardstick
+average of the two sources on real training crops (64 crops of 128 px per stage, or of
+``--patch_size``), the yardstick
 behind the loss weights λ, β1, β2 in ``configs/``.
 """
 
@@ -161,7 +162,7 @@ def main(argv=None) -> None:
   if args.loss_scales:
     if not args.data_dir:
       parser.error("--loss_scales needs --data_dir=DATA (the folder holding clean_natural/, sice16/, roadscene/).")
-    print(json.dumps(loss_scales(args.data_dir)))
+    print(json.dumps(loss_scales(args.data_dir, patch=args.patch_size or 128)))
     return
   results = []
   for stage in args.stages.split(","):

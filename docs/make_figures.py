@@ -7,7 +7,7 @@ paper's protocol).
 
   python docs/make_figures.py --ckpts mfif=runs/mfif,meif=runs/meif,ivf=runs/ivf \
       --out docs/figures/samples.jpg
-  python docs/make_figures.py --methods average,max --out docs/figures/samples_baselines.jpg
+  python docs/make_figures.py --shipped --out docs/figures/samples_shipped.jpg   # the shipped weights
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from fusionjax import inference
 # Height of every cell in pixels, and of the caption strip above each column.
 CELL = 200
 CAPTION = 22
-# The checkpoint that serves each pair task (medical pairs use the multi-exposure stage, paper §4.5).
-STAGE_OF_TASK = {"mfif": "mfif", "meif": "meif", "ivf": "ivf", "mif": "meif"}
 
 
 def _cell(image: np.ndarray | None, width: int) -> Image.Image:
@@ -58,7 +56,7 @@ def sample_figure(methods: list[str], checkpoints: dict[str, str], tile_size: in
     sources = data.load_pair(pair).sources
     cells = list(sources[:2]) + [evaluation.BASELINES[m](sources) for m in methods]
     if models:
-      model = models.get(STAGE_OF_TASK[pair.task])
+      model = models.get(inference.stage_for_task(pair.task))
       cells.append(None if model is None else inference.fuse_images(model, sources, tile_size=tile_size,
                                                                      tile_overlap=tile_overlap))
     height, width = sources[0].shape[:2]
@@ -82,6 +80,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--methods", default="average,max", help="baselines to show (comma-separated; may be empty)")
   parser.add_argument("--ckpts", default="", help="task=workdir,... of trained stages (mfif, meif, ivf)")
+  parser.add_argument("--shipped", action="store_true", help="add the shipped weights' column (fusionjax.weights)")
   parser.add_argument("--tile_size", type=int, default=inference.DEFAULT_TILE_SIZE)
   parser.add_argument("--overlap", type=int, default=inference.DEFAULT_TILE_OVERLAP)
   parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "figures" / "samples.jpg"))
@@ -96,6 +95,9 @@ def main(argv=None) -> int:
     if task not in ("mfif", "meif", "ivf") or not path:
       parser.error(f"--ckpts entries are task=workdir with task mfif, meif or ivf; got {item!r}")
     checkpoints[task] = path
+  if args.shipped:
+    from fusionjax import weights
+    checkpoints = {task: str(weights.shipped_checkpoint(task)) for task in ("mfif", "meif", "ivf")}
   try:
     figure = sample_figure(methods, checkpoints, args.tile_size, args.overlap)
   except (FileNotFoundError, ValueError) as error:

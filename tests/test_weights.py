@@ -79,3 +79,14 @@ def test_cli_without_task_or_ckpt_explains(tmp_path, capsys):
   out = tmp_path / "fused.png"
   code = cli.main(["fuse", *map(str, pair.sources), "-o", str(out)])
   assert code == cli.USAGE_ERROR and "--task" in capsys.readouterr().err and not out.exists()
+
+
+def test_evaluate_shipped_runs_the_stage_of_the_dataset_task(tmp_path):
+  from fusionjax import evaluation
+  summary = evaluation.evaluate_checkpoint(inference.SHIPPED, "harvard_mri_ct", tmp_path / "eval",
+                                           data_dir=sample_pairs.samples_dir(), max_side=64, metrics=["EN"],
+                                           measure_flops=False)
+  # Medical pairs use the multi-exposure stage (paper §4.5).
+  assert summary["checkpoint"]["task"] == "meif"
+  assert Path(summary["checkpoint"]["path"]) == weights.shipped_checkpoint("meif")
+  assert summary["metrics"]["EN"]["n"] == 1 and (tmp_path / "eval" / "fused").is_dir()
