@@ -47,6 +47,7 @@ import numpy as np
 
 from fusionjax import color
 from fusionjax import imageio
+from fusionjax import weights
 
 #: Default tile side in pixels. Images up to this size on both sides are fused in one piece. At
 #: width 32 the forward pass of a 1024 x 1024 tile needs a few GiB, which fits the CPU machines
@@ -566,8 +567,7 @@ def stage_for_task(task: str | None) -> str | None:
   """
   if task is None:
     return None
-  from fusionjax import weights  # Paper §4.5: the stage-2 (multi-exposure) model serves medical pairs.
-  task = task.lower()
+  task = task.lower()  # Paper §4.5: the stage-2 (multi-exposure) model serves medical pairs.
   return weights.STAGE_OF_TASK.get(task, task)
 
 
@@ -657,6 +657,11 @@ def check_tiling(tile_size: int, tile_overlap: int) -> None:
 SHIPPED = "shipped"
 
 
+def is_shipped(ckpt) -> bool:
+  """Whether ``ckpt`` asks for the shipped weights: ``None``, or ``'shipped'`` when no such folder exists."""
+  return ckpt is None or (isinstance(ckpt, str) and ckpt == SHIPPED and not Path(SHIPPED).exists())
+
+
 def load_model(ckpt=None, *, task: str | None = None):
   """Loads a stage checkpoint (or passes a ``FusionModel`` through), checking its task.
 
@@ -678,11 +683,10 @@ def load_model(ckpt=None, *, task: str | None = None):
       raise ValueError(f"The model was trained for task {ckpt.task!r}, but {task!r} needs a {expected!r} "
                        "checkpoint. Point to a checkpoint of the right stage.")
     return ckpt
-  if ckpt is None or (ckpt == SHIPPED and not Path(SHIPPED).exists()):
+  if is_shipped(ckpt):
     if expected is None:
       raise ValueError("No checkpoint given: name the task (mfif, meif, ivf or mif) to use the shipped weights, "
                        "or pass the workdir of a trained stage.")
-    from fusionjax import weights
     return checkpoints.load_fusion_model(weights.shipped_checkpoint(expected), expected_task=expected)
   path = Path(ckpt).expanduser()
   if not path.exists():

@@ -34,9 +34,9 @@ def export_stage(workdir: Path, dest: Path) -> dict:
   """Re-saves the latest checkpoint of ``workdir`` without optimiser state at ``dest``; returns its metadata."""
   with checkpoints.StageCheckpointer(workdir, create=False) as source:
     state, metadata = source.restore()
+  dropped = sorted(key for key in state if key not in _KEEP)
   state = {key: value for key, value in state.items() if key in _KEEP}
-  metadata = dict(metadata, exported_from=str(Path(workdir).absolute()), exported_without=["opt_state",
-                                                                                          "colornet_opt_state"])
+  metadata = dict(metadata, exported_from=str(Path(workdir).absolute()), exported_without=dropped)
   dest.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
   try:

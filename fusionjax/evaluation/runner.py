@@ -445,8 +445,7 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
   names = check_metric_names(metrics)
   pairs, pairs_task, split = select_pairs(dataset, data_dir, split=split, dirs=dirs, reference_dir=reference_dir,
                                           task=task, max_pairs=max_pairs)
-  shipped = ckpt is None or (ckpt == inference.SHIPPED and not os.path.exists(ckpt))
-  fusion_model = inference.load_model(ckpt, task=pairs_task if shipped else None)
+  fusion_model = inference.load_model(ckpt, task=pairs_task if inference.is_shipped(ckpt) else None)
   from fusionjax import checkpoints
   expected = inference.stage_for_task(pairs_task)
   if expected is not None and fusion_model.task != expected:
