@@ -627,19 +627,24 @@ def fuse_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, 
   return imageio.save_image(out_path, fused)
 
 
-def check_output_path(out_path: str | os.PathLike) -> Path:
-  """Checks that ``out_path`` can name an image file (suffix known, not a folder).
+def check_output_path(out_path: str | os.PathLike, sources: Sequence[str | os.PathLike] = ()) -> Path:
+  """Checks that ``out_path`` can name an image file (suffix known, not a folder, not a source).
 
   Args:
     out_path: the intended output file.
+    sources: the source files, none of which may be ``out_path`` (also through a link).
 
   Returns:
     It as a Path.
 
   Raises:
-    ValueError: no known image suffix, or the path is a directory.
+    ValueError: no known image suffix, the path is a directory, or it is one of ``sources``.
   """
   out_path = Path(out_path)
+  for source in sources:
+    if out_path.resolve() == Path(source).resolve() or (
+        out_path.exists() and Path(source).exists() and os.path.samefile(out_path, source)):
+      raise ValueError(f"Output {out_path} would overwrite source {source}; write the result to another file.")
   if out_path.is_dir():
     raise ValueError(f"Output {out_path} is a directory; give a file name such as {out_path / 'fused.png'}.")
   if not imageio.is_image_file(out_path):
