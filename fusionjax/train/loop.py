@@ -23,10 +23,17 @@ workdir, and before data loading and compilation:
 Where the initial state comes from, in this order: a checkpoint in the workdir (resume: same step,
 same data order, since a batch is a pure function of (seed, step)) > ``config.init_ckpt`` (parameters
 only, fresh optimiser) > scratch.
+
+Errors. A problem with what the user gave (config, data, teacher, init checkpoint, workdir) raises an
+:class:`InputError` (also a ``ValueError`` or ``FileNotFoundError``) whose message names the config
+field to change; ``train.py`` prints it as one line. A full disk raises
+:class:`fusionjax.checkpoints.DiskFullError` with the workdir and the space needed; the checkpoints
+already saved are kept. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -56,6 +63,41 @@ DATA_DIR_ENV = "FUSIONJAX_DATA"
 TEACHER_TASK = {"meif": "mfif", "ivf": "meif"}
 # SSIM's 11x11 window (fusionjax.losses) needs crops at least this large.
 _MIN_PATCH = 11
+
+
+class InputError(Exception):
+  """A problem with the config, data, teacher or workdir, found before anything is written."""
+
+
+class BadInputError(InputError, ValueError):
+  """An :class:`InputError` about a value (a config field, a teacher of the wrong task, ...)."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+  """An :class:`InputError` about something that does not exist (data folder, teacher checkpoint)."""
+
+
+@contextlib.contextmanager
+def _input_checks():
+  """Marks the ValueError / FileNotFoundError of the checks inside as :class:`InputError`."""
+  try:
+    yield
+  except InputError:
+    raise
+  except FileNotFoundError as error:
+    raise MissingInputError(str(error)) from error
+  except ValueError as error:
+    raise BadInputError(str(error)) from error
+
+
+def _config_variant(config: ml_collections.ConfigDict) -> str:
+  """``':smoke'`` or ``':cpu'`` when ``config`` is that variant of its stage, else ``''``.
+
+  Read from the default workdir, which the variants set to ``runs/<variant>/<task>``
+  (``configs/common.py``), so that a hint names the command of the same variant.
+  """
+  parts = Path(str(config.get("workdir_default") or "")).parts
+  return f":{parts[1]}" if len(parts) == 3 and parts[0] == "runs" and parts[2] == config.task else ""
 
 
 @dataclasses.dataclass
@@ -179,10 +221,12 @@ def resolve_teacher(config: ml_collections.ConfigDict, existing: dict | None) ->
   try:
     metadata = checkpoints.read_metadata(path, step)
   except FileNotFoundError as error:
+    found = ("no checkpoints/<step>/ there" if not checkpoints.checkpoint_dir(path).is_dir()
+             else str(error).rstrip("."))
     raise FileNotFoundError(
-        f"Teacher checkpoint for stage {config.task!r} not found at {path}: {error} Train the {needed} stage "
-        f"first (python train.py --config=configs/{needed}.py --workdir={path}) or point "
-        f"--config.teacher_ckpt at its workdir.") from error
+        f"Teacher checkpoint for stage {config.task!r} not found at {path} ({found}). Train the {needed} stage "
+        f"first (python train.py --config=configs/{needed}.py{_config_variant(config)} --workdir={path}) or "
+        f"point --config.teacher_ckpt at its workdir.") from error
   if metadata.get("task") != needed:
     raise ValueError(f"Teacher checkpoint {path} was trained for {metadata.get('task')!r}, but stage "
                      f"{config.task!r} needs a {needed!r} teacher (MFIF -> MEIF -> IVF). Point "
@@ -355,43 +399,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # from the cluster environment (Cloud TPU, SLURM, Kubernetes) that jax.distributed detects.
     jax.distributed.initialize()
   config = ml_collections.ConfigDict(config.to_dict())  # Local copy: the caller's config is not touched.
-  validate_config(config)
-  task = config.task
-  workdir = Path(workdir if workdir is not None else config.workdir_default).expanduser().absolute()
-  config.data.data_dir = resolve_data_dir(config)
+  with _input_checks():
+    validate_config(config)
+    task = config.task
+    workdir = Path(workdir if workdir is not None else config.workdir_default).expanduser().absolute()
+    config.data.data_dir = resolve_data_dir(config)
 
-  existing = _existing_metadata(workdir)
-  if existing is not None:
-    _check_resumable(existing, config, workdir)
-  teacher = resolve_teacher(config, existing)
-  dp = parallel.DataParallel(config.get("num_devices"))
-  dp.check_batch_size(int(config.data.batch_size))
-  source = fj_data.make_training_source(task, config.data, process_index=jax.process_index(),
-                                       process_count=jax.process_count())
+    existing = _existing_metadata(workdir)
+    if existing is not None:
+      _check_resumable(existing, config, workdir)
+    teacher = resolve_teacher(config, existing)
+    dp = parallel.DataParallel(config.get("num_devices"))
+    dp.check_batch_size(int(config.data.batch_size))
+    source = fj_data.make_training_source(task, config.data, process_index=jax.process_index(),
+                                         process_count=jax.process_count())
 
-  # Inputs are valid: build, then write.
-  if teacher is not None:
-    teacher = _load_teacher(teacher)
+    # Inputs are valid: build, then write.
+    if teacher is not None:
+      teacher = _load_teacher(teacher)
   programs = build_programs(config, teacher)
   dp = programs.data_parallel
   colornet_kwargs = _as_json(config.colornet.to_dict()) if programs.colornet is not None else None
   num_steps = int(config.num_steps)
   rng = jax.random.PRNGKey(int(config.seed))
 
-  workdir.mkdir(parents=True, exist_ok=True)
-  checkpointer = checkpoints.StageCheckpointer(workdir, max_to_keep=int(config.keep_checkpoints))
   init_record = None
   # A fresh state is also the template that restores optimiser states as their own types.
   host_state = jax.device_get(programs.init(rng))
-  if checkpointer.latest_step() is not None:
-    host_state, _ = checkpointer.restore(state_template=host_state)
-    logging.info("[%s] resuming from %s at step %d", task, workdir, int(host_state["step"]))
-  elif config.get("init_ckpt"):
-    host_state.update(_init_from_checkpoint(config.init_ckpt, host_state))
-    init_meta = checkpoints.read_metadata(config.init_ckpt)
+  if existing is None and config.get("init_ckpt"):
+    with _input_checks():  # Before the workdir is created: a bad init_ckpt leaves nothing behind.
+      host_state.update(_init_from_checkpoint(config.init_ckpt, host_state))
+      init_meta = checkpoints.read_metadata(config.init_ckpt)
     init_record = {"path": str(Path(config.init_ckpt).expanduser().absolute()), "step": init_meta["step"],
                    "task": init_meta["task"]}
     logging.info("[%s] parameters initialised from %s (step %d)", task, config.init_ckpt, init_meta["step"])
+
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpointer = checkpoints.StageCheckpointer(workdir, max_to_keep=int(config.keep_checkpoints))
+  if checkpointer.latest_step() is not None:
+    with _input_checks():  # A damaged checkpoint in the workdir: the message says what to do.
+      host_state, _ = checkpointer.restore(state_template=host_state)
+    logging.info("[%s] resuming from %s at step %d", task, workdir, int(host_state["step"]))
   start_step = int(host_state["step"])
 
   metadata = {
@@ -450,6 +498,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   completed = start_step  # steps whose update is in rep_state
   batches = source.iterate(start_step, int(config.prefetch), num_steps=num_steps - start_step)
+  finished = False
   try:
     if start_step < num_steps:
       for step in range(start_step + 1, num_steps + 1):
@@ -476,16 +525,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if last_saved != num_steps:
       save(num_steps)
     fused = write_samples(num_steps)
+    finished = True
   except KeyboardInterrupt:
     # Keep the work done so far: a checkpoint at the last completed step, then stop.
     if completed > last_saved:
       logging.warning("[%s] interrupted at step %d; saving a checkpoint to resume from.", task, completed)
       save(completed)
     raise
+  except OSError as error:
+    if isinstance(error, checkpoints.DiskFullError) or not checkpoints.is_disk_full(error):
+      raise
+    # metrics.jsonl or a sample grid: the same report as a checkpoint that found no space.
+    raise checkpointer.disk_full_error(Path(getattr(error, "filename", None) or "a file").name) from error
   finally:
     batches.close()
     source.close()
-    checkpointer.close()
+    if finished:
+      checkpointer.close()
+    else:
+      with contextlib.suppress(Exception):  # The error being raised is the one to report.
+        checkpointer.close()
 
   result = {"step": float(num_steps), **last_logged,
             "steps_per_sec": float(np.mean(rates)) if rates else float(progress.steps_per_sec or 0.0),
