@@ -22,14 +22,20 @@ Built-in baselines, and one side-by-side table of several evaluations:
 
 Any folders of matching file names: ``--dataset folders --dirs vis,ir [--task ivf]``. Metrics follow
 the ``clean`` convention unless ``--convention paper`` is given (see fusionjax.metrics).
+
+An ``--out`` folder that already holds results is refused unless ``--overwrite`` is given; the new
+results then replace the old ones as a whole (they are written to a temporary folder beside it first).
+A pair whose images cannot be read is not scored and is listed with the reason in ``metrics.csv`` and
+``summary.json``; the others are scored, and the run exits with 0 unless ``--strict`` is given (then 1).
+Bad input (unknown dataset, missing checkpoint or data, a damaged checkpoint) exits with 2 and one line.
 """
 
 import os
 import sys
 
-from absl import app
 from absl import flags
 
+from fusionjax import cli
 from fusionjax import evaluation
 from fusionjax import inference
 
@@ -53,7 +59,12 @@ flags.DEFINE_list("metrics", None, "Metrics to compute, e.g. EN,MI,SSIM (default
 flags.DEFINE_integer("max_pairs", None, "Evaluate only the first N pairs.", lower_bound=1)
 flags.DEFINE_integer("max_side", None, "Downscale pairs with a longer side above this (quick checks only; "
                      "numbers are then not comparable with published ones).", lower_bound=16)
-flags.DEFINE_boolean("allow_missing", False, "With --fused_dir: skip pairs without a fused file.")
+flags.DEFINE_boolean("allow_missing", False, "With --fused_dir: skip pairs without a fused file (they are "
+                     "listed in metrics.csv and summary.json).")
+flags.DEFINE_boolean("overwrite", False, "Replace the results already in --out, as a whole (without it such an "
+                     "--out is refused).")
+flags.DEFINE_boolean("strict", False, "Exit with code 1 when some pair could not be scored (unreadable or missing "
+                     "images); the other pairs' results are written either way.")
 flags.DEFINE_integer("tile_size", inference.DEFAULT_TILE_SIZE, "Fuse images larger than this in tiles.")
 flags.DEFINE_integer("overlap", inference.DEFAULT_TILE_OVERLAP, "Overlap of neighbouring tiles.")
 flags.DEFINE_integer("pad_multiple", None, "Pad inputs to a multiple of this (e.g. 64) so that images of many "
@@ -63,27 +74,38 @@ flags.DEFINE_string("name", None, "Label of the method in tables.")
 flags.DEFINE_boolean("flops", True, "Measure FLOPs with XLA's cost analysis.")
 
 
+def _exit(message: str, code: int) -> None:
+  print(f"evaluate.py: error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
 def main(argv):
   """Builds the options from the flags and runs the evaluation (exit code 2 on bad input)."""
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+    _exit(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag (see --help).", cli.USAGE_ERROR)
   options = evaluation.EvalOptions(
       out=FLAGS.out, ckpt=FLAGS.ckpt, fused_dir=FLAGS.fused_dir, method=FLAGS.method, compare=FLAGS.compare,
       dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, dirs=FLAGS.dirs,
       reference_dir=FLAGS.reference_dir, task=FLAGS.task, convention=FLAGS.convention, metrics=FLAGS.metrics,
       max_pairs=FLAGS.max_pairs, max_side=FLAGS.max_side, allow_missing=FLAGS.allow_missing,
       tile_size=FLAGS.tile_size, tile_overlap=FLAGS.overlap, pad_multiple=FLAGS.pad_multiple, name=FLAGS.name,
-      measure_flops=FLAGS.flops)
+      measure_flops=FLAGS.flops, overwrite=FLAGS.overwrite, strict=FLAGS.strict)
   try:
     result = evaluation.run_evaluation(options)
   except (ValueError, FileNotFoundError) as error:
-    print(f"evaluate.py: error: {error}", file=sys.stderr)
-    sys.exit(2)
+    _exit(str(error), cli.USAGE_ERROR)
+  except OSError as error:
+    _exit(f"cannot write the results to {options.out}: {error}. Nothing was replaced there.", 1)
   if isinstance(result, str):
     print(result)
-  else:
-    print(evaluation.summary_markdown(result))
+    return
+  print(evaluation.summary_markdown(result))
+  unscored = result.get("unscored_pairs") or []
+  if unscored and options.strict:
+    shown = "; ".join(f"{u['name']}: {u['reason']}" for u in unscored[:3]) + ("; ..." if len(unscored) > 3 else "")
+    _exit(f"{len(unscored)} of {len(unscored) + result['num_pairs']} pairs were not scored ({shown}); the other "
+          f"pairs' results are in {options.out} (--strict).", 1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_absl(main)

@@ -212,6 +212,10 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
   if missing:
     lines += ["", "Undefined metrics:", ""]
     lines += [f"- **{name}**: {reason}" for name, reason in missing.items()]
+  unscored = summary.get("unscored_pairs") or []
+  if unscored:
+    lines += ["", f"Pairs not scored ({len(unscored)}, left out of the means above):", ""]
+    lines += [f"- **{entry.get('name')}**: {entry.get('reason')}" for entry in unscored]
   model = summary.get("model")
   if model:
     lines += ["", "| Model | |", "|---|---|"]

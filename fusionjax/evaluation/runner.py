@@ -11,15 +11,27 @@ Metrics are computed on the 8-bit luma of the fused image exactly as it is writt
 BT.601 Y of the rounded RGB, DESIGN §6), and on the 8-bit luma of the sources (and of the reference,
 when the pair has one): scoring a folder of fused PNGs afterwards with ``--fused_dir`` gives the
 same numbers as the run that wrote them.
+
+A pair whose files cannot be used (an unreadable or truncated image, a fused image of another size,
+a fused file missing under ``allow_missing``) is not scored: it gets a row in ``metrics.csv`` with
+the reason in the ``error`` column and an entry in ``summary.json``'s ``unscored_pairs``, and every
+other pair is scored; only when no pair can be scored is it an error.
+
+The output folder is written as a whole: everything goes to a temporary folder beside it, which
+replaces it once complete. A folder that already holds results is refused unless ``overwrite`` is
+set, so a run never mixes its files with an earlier run's, and a failed run leaves no files behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -39,6 +51,8 @@ FOLDERS = "folders"
 
 # How many missing names an error lists before counting the rest.
 _MAX_LISTED = 10
+#: What an evaluation writes into its output folder (``overwrite`` replaces only such folders).
+OUTPUT_FILES = ("fused", "metrics.csv", "summary.json", "summary.md")
 # BT.601 luma weights (as fusionjax.color and OpenCV) applied to 8-bit RGB.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
@@ -67,6 +81,8 @@ class EvalOptions:
   max_pairs: int | None = None  # Evaluate the first N pairs only.
   max_side: int | None = None  # Downscale pairs whose longer side exceeds this (quick runs only).
   allow_missing: bool = False  # With fused_dir: score the pairs that have a fused file, skip the rest.
+  overwrite: bool = False  # Replace the results already in ``out`` (as a whole).
+  strict: bool = False  # evaluate.py exits with code 1 when some pair could not be scored.
   tile_size: int = inference.DEFAULT_TILE_SIZE  # Larger images are fused in tiles.
   tile_overlap: int = inference.DEFAULT_TILE_OVERLAP  # Overlap of neighbouring tiles.
   pad_multiple: int | None = None  # Coarser input padding: fewer compiled shapes, slightly other results.
@@ -294,6 +310,91 @@ def match_fused_files(pairs: Sequence, fused_dir: str | os.PathLike, *, allow_mi
   return matched, missing
 
 
+class PairError(ValueError):
+  """A pair that cannot be scored (its files are missing, unreadable or of the wrong size)."""
+
+
+def _load_pair(pair):
+  """The pair's images; a file that cannot be used makes a :class:`PairError` with the reason."""
+  try:
+    return _data_module().load_pair(pair)
+  except (FileNotFoundError, ValueError) as error:
+    raise PairError(str(error)) from error
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+  path, folder = path.resolve(), folder.resolve()
+  return path == folder or folder in path.parents
+
+
+def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
+                        inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
+  """Checks the ``--out`` folder of an evaluation before any work is done.
+
+  Args:
+    out: the output folder.
+    overwrite: allow replacing a folder of earlier results (as a whole).
+    inputs: folders or files the run reads (fused images, checkpoint, data); ``out`` must not hold them,
+      as replacing it would delete them.
+
+  Returns:
+    ``out`` as a Path.
+
+  Raises:
+    ValueError: ``out`` is a file, holds results and ``overwrite`` is false, holds files an evaluation
+      does not write, or holds one of ``inputs``.
+  """
+  out = Path(out)
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--out {out} is a file; pass the folder to write the results to (e.g. results/my_eval).")
+  for path in inputs:
+    if path and Path(path).exists() and _is_within(Path(path), out):
+      raise ValueError(f"--out {out} holds {path}, which this evaluation reads; write the results to another folder.")
+  held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+  if not held:
+    return out
+  foreign = [name for name in held if name not in OUTPUT_FILES]
+  if foreign:
+    shown = ", ".join(foreign[:_MAX_LISTED]) + (", ..." if len(foreign) > _MAX_LISTED else "")
+    raise ValueError(f"--out {out} is not empty and holds files an evaluation does not write ({shown}); "
+                     "write the results to a new or empty folder.")
+  if not overwrite:
+    raise ValueError(f"--out {out} already holds results ({', '.join(held)}); pass --overwrite to replace them "
+                     "as a whole, or write to another folder.")
+  return out
+
+
+@contextlib.contextmanager
+def _staged_folder(out: Path):
+  """Yields an empty folder beside ``out`` that replaces ``out`` when the block succeeds.
+
+  On failure the staged folder is removed and ``out`` is left as it was; on success the previous
+  ``out`` (if any) is removed only once the new one is in place.
+  """
+  out.parent.mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+  try:
+    yield staging
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; give it a plain mkdir's mode.
+    previous = None
+    if out.exists():
+      previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+      os.replace(out, previous)  # An empty directory is replaced by a rename.
+    try:
+      os.replace(staging, out)
+    except BaseException:
+      if previous is not None:
+        os.replace(previous, out)
+      raise
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  if previous is not None:
+    shutil.rmtree(previous, ignore_errors=True)
+
+
 def _aggregate(results: list[dict], names: Sequence[str]) -> tuple[dict, dict]:
   """Per-metric mean/std/n over images, and the reasons of undefined values."""
   summary = _metrics_module().summarize(results)
@@ -351,40 +452,54 @@ def _evaluate(pairs: Sequence, produce: Callable, out: str | os.PathLike, *, nam
   Returns:
     The summary dict.
   """
-  data = _data_module()
   out = Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  rows, results = [], []
+  rows, results, unscored = [], [], []
   started = time.perf_counter()
-  for k, (pair, extra) in enumerate(pairs):
-    loaded = data.load_pair(pair)
-    sources, reference = list(loaded.sources), loaded.reference
-    height, width = sources[0].shape[:2]
-    size = downscaled_size(height, width, max_side)
-    if size != (height, width):
-      sources = [resize_to(s, *size) for s in sources]
-      reference = resize_to(reference, *size) if reference is not None else None
-    fused, columns = produce(pair, extra, sources)
-    if save_fused:
-      imageio.save_image(out / "fused" / f"{_safe_name(pair.name)}.png", fused)
-    result = score_image(fused, sources, reference, metrics=names, convention=convention)
-    results.append(result)
-    rows.append(_row(pair.name, size, result, names, columns))
-    shown = ", ".join(f"{n}={result[n].value:.4g}" for n in names[:4] if result[n].value is not None)
-    logger.info("[%d/%d] %s (%dx%d): %s", k + 1, len(pairs), pair.name, size[0], size[1], shown)
-  metrics, missing = _aggregate(results, names)
-  summary = {"format": reports.SUMMARY_FORMAT}
-  summary.update(header)
-  summary.update({"convention": convention, "num_pairs": len(rows), "metrics": metrics, "missing": missing,
-                  "elapsed_s": time.perf_counter() - started})
-  summary.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-  if finalize is not None:
-    finalize(summary, rows)
-  metric_columns = ["name", "height", "width"] + list(names)
-  reports.write_metrics_csv(rows, out / "metrics.csv",
-                            columns=metric_columns + [c for r in rows[:1] for c in r if c not in metric_columns])
-  reports.write_summary_json(summary, out / "summary.json")
-  reports.write_text_atomic(out / "summary.md", reports.summary_markdown(summary))
+  with _staged_folder(out) as staging:
+    for k, (pair, extra) in enumerate(pairs):
+      try:
+        loaded = _load_pair(pair)
+        sources, reference = list(loaded.sources), loaded.reference
+        height, width = sources[0].shape[:2]
+        size = downscaled_size(height, width, max_side)
+        if size != (height, width):
+          sources = [resize_to(s, *size) for s in sources]
+          reference = resize_to(reference, *size) if reference is not None else None
+        fused, columns = produce(pair, extra, sources)
+      except PairError as error:
+        logger.warning("[%d/%d] %s: not scored: %s", k + 1, len(pairs), pair.name, error)
+        unscored.append({"name": pair.name, "reason": str(error)})
+        rows.append({"name": pair.name, "error": str(error)})
+        continue
+      if save_fused:
+        imageio.save_image(staging / "fused" / f"{_safe_name(pair.name)}.png", fused)
+      result = score_image(fused, sources, reference, metrics=names, convention=convention)
+      results.append(result)
+      rows.append(_row(pair.name, size, result, names, columns))
+      shown = ", ".join(f"{n}={result[n].value:.4g}" for n in names[:4] if result[n].value is not None)
+      logger.info("[%d/%d] %s (%dx%d): %s", k + 1, len(pairs), pair.name, size[0], size[1], shown)
+    if not results:
+      listed = "; ".join(f"{u['name']}: {u['reason']}" for u in unscored[:3])
+      raise ValueError(f"None of the {len(pairs)} pairs could be scored ({listed}"
+                       f"{'; ...' if len(unscored) > 3 else ''}). Nothing was written.")
+    metrics, missing = _aggregate(results, names)
+    summary = {"format": reports.SUMMARY_FORMAT}
+    summary.update(header)
+    summary.update({"convention": convention, "num_pairs": len(results), "metrics": metrics, "missing": missing,
+                    "num_unscored": len(unscored), "unscored_pairs": unscored,
+                    "elapsed_s": time.perf_counter() - started})
+    summary.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    if finalize is not None:
+      finalize(summary, [r for r in rows if "error" not in r])
+    metric_columns = ["name", "height", "width"] + list(names)
+    first_scored = next(r for r in rows if "error" not in r)
+    columns = metric_columns + [c for c in first_scored if c not in metric_columns] + (["error"] if unscored else [])
+    reports.write_metrics_csv(rows, staging / "metrics.csv", columns=columns)
+    reports.write_summary_json(summary, staging / "summary.json")
+    reports.write_text_atomic(staging / "summary.md", reports.summary_markdown(summary))
+  if unscored:
+    logger.warning("%d of %d pairs were not scored (listed in %s with the reason).", len(unscored), len(pairs),
+                   out / "metrics.csv")
   logger.info("Wrote %s, %s and %s.", out / "metrics.csv", out / "summary.json", out / "summary.md")
   return summary
 
@@ -407,7 +522,7 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
                         max_pairs: int | None = None, max_side: int | None = None,
                         tile_size: int = inference.DEFAULT_TILE_SIZE,
                         tile_overlap: int = inference.DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None,
-                        name: str | None = None, measure_flops: bool = True) -> dict:
+                        name: str | None = None, measure_flops: bool = True, overwrite: bool = False) -> dict:
   """Runs a stage checkpoint on a benchmark set and scores it.
 
   Writes ``out/fused/<pair>.png`` (colour where a source is colour), ``out/metrics.csv``,
@@ -437,6 +552,7 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
       (``None``: exactly as the network pads; see :mod:`fusionjax.inference`).
     name: method label (default e.g. ``'EFRUFN (meif)'``).
     measure_flops: run XLA's cost analysis.
+    overwrite: replace the results already in ``out`` (as a whole); without it such an ``out`` is refused.
 
   Returns:
     The summary dict (as written to ``summary.json``).
@@ -445,6 +561,8 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
   names = check_metric_names(metrics)
   pairs, pairs_task, split = select_pairs(dataset, data_dir, split=split, dirs=dirs, reference_dir=reference_dir,
                                           task=task, max_pairs=max_pairs)
+  ckpt_path = ckpt if isinstance(ckpt, (str, os.PathLike)) and not inference.is_shipped(ckpt) else None
+  check_output_folder(out, overwrite=overwrite, inputs=(ckpt_path, data_dir, reference_dir, *dirs))
   fusion_model = inference.load_model(ckpt, task=pairs_task if inference.is_shipped(ckpt) else None)
   from fusionjax import checkpoints
   expected = inference.stage_for_task(pairs_task)
@@ -456,7 +574,7 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
                                 "network_params": description["network_params"],
                                 "colornet_params": description["colornet_params"], "config": description["model_config"],
                                 "device": _device_name()}
-  first_size = downscaled_size(*_data_module().load_pair(pairs[0]).sources[0].shape[:2], max_side)
+  first_size: list = []  # (H, W) of the first scored pair, as fused (after max_side)
   latencies: list[float] = []
   last: list = []
 
@@ -467,6 +585,7 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
     if not info.compiled:
       latencies.append(seconds)
     last[:] = [sources]
+    first_size[:] = first_size or list(sources[0].shape[:2])
     columns = {"latency_s": seconds, "compiled": info.compiled, "tiles": info.tiles}
     if info.solver_stats:
       columns.update({f"solver_{k}": v for k, v in info.solver_stats.items()})
@@ -508,7 +627,8 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, *, data_dir:
 def evaluate_baseline(method: str, dataset: str, out: str | os.PathLike, *, data_dir: str | None = None,
                       split: str | None = None, dirs: Sequence[str] = (), reference_dir: str | None = None,
                       task: str | None = None, convention: str = "clean", metrics: Sequence[str] | None = None,
-                      max_pairs: int | None = None, max_side: int | None = None, name: str | None = None) -> dict:
+                      max_pairs: int | None = None, max_side: int | None = None, name: str | None = None,
+                      overwrite: bool = False) -> dict:
   """Scores a built-in pixel-wise baseline ('average' or 'max') on a benchmark set.
 
   Writes the same files as :func:`evaluate_checkpoint`; the model section holds 0 parameters and the
@@ -528,6 +648,7 @@ def evaluate_baseline(method: str, dataset: str, out: str | os.PathLike, *, data
     max_pairs: see :func:`evaluate_checkpoint`.
     max_side: see :func:`evaluate_checkpoint`.
     name: method label (default the baseline's name).
+    overwrite: see :func:`evaluate_checkpoint`.
 
   Returns:
     The summary dict.
@@ -538,6 +659,7 @@ def evaluate_baseline(method: str, dataset: str, out: str | os.PathLike, *, data
   names = check_metric_names(metrics)
   pairs, pairs_task, split = select_pairs(dataset, data_dir, split=split, dirs=dirs, reference_dir=reference_dir,
                                           task=task, max_pairs=max_pairs)
+  check_output_folder(out, overwrite=overwrite, inputs=(data_dir, reference_dir, *dirs))
   rule = baselines.BASELINES[method]
   latencies: list[float] = []
 
@@ -562,11 +684,13 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
                        data_dir: str | None = None, split: str | None = None, dirs: Sequence[str] = (),
                        reference_dir: str | None = None, task: str | None = None, convention: str = "clean",
                        metrics: Sequence[str] | None = None, max_pairs: int | None = None,
-                       max_side: int | None = None, allow_missing: bool = False, name: str | None = None) -> dict:
+                       max_side: int | None = None, allow_missing: bool = False, name: str | None = None,
+                       overwrite: bool = False) -> dict:
   """Scores existing fused images (e.g. another method's results) on a benchmark set.
 
   Each pair's fused image is ``fused_dir/<pair name>.<any image suffix>`` and must have the sources'
-  size (or, with ``max_side``, either that size or the downscaled one).
+  size (or, with ``max_side``, either that size or the downscaled one). A fused file that cannot be
+  read or has another size leaves its pair unscored (listed with the reason); the others are scored.
 
   Args:
     fused_dir: folder of fused images.
@@ -583,6 +707,7 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
     max_side: see :func:`evaluate_checkpoint`.
     allow_missing: score the pairs that have a fused file and list the others in the summary.
     name: method label (default the folder's name).
+    overwrite: see :func:`evaluate_checkpoint`.
 
   Returns:
     The summary dict.
@@ -592,25 +717,32 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
   pairs, pairs_task, split = select_pairs(dataset, data_dir, split=split, dirs=dirs, reference_dir=reference_dir,
                                           task=task, max_pairs=max_pairs)
   matched, missing_pairs = match_fused_files(pairs, fused_dir, allow_missing=allow_missing)
+  check_output_folder(out, overwrite=overwrite, inputs=(fused_dir, data_dir, reference_dir, *dirs))
+  files = {id(pair): path for pair, path in matched}
 
   def produce(pair, path, sources):
-    fused = imageio.load_image(path)
+    if path is None:
+      raise PairError(f"no fused image in {fused_dir}")
+    try:
+      fused = imageio.load_image(path)
+    except (FileNotFoundError, ValueError) as error:
+      raise PairError(str(error)) from error
     height, width = sources[0].shape[:2]
     if fused.shape[:2] != (height, width):
-      original = _data_module().load_pair(pair).sources[0].shape[:2]
+      original = _load_pair(pair).sources[0].shape[:2]
       if max_side and fused.shape[:2] == original:
         fused = resize_to(fused, height, width)
       else:
-        raise ValueError(f"Fused image {path} is {fused.shape[0]}x{fused.shape[1]} (HxW) but pair {pair.name!r} "
-                         f"is {original[0]}x{original[1]}; fused images must keep the sources' size.")
+        raise PairError(f"Fused image {path} is {fused.shape[0]}x{fused.shape[1]} (HxW) but pair {pair.name!r} "
+                        f"is {original[0]}x{original[1]}; fused images must keep the sources' size.")
     return fused, {"file": path.name}
 
   label = name or Path(fused_dir).resolve().name
   header = _header(label, dataset, split, pairs_task, {"max_pairs": max_pairs, "max_side": max_side})
   header.update({"fused_dir": str(Path(fused_dir).resolve()), "model": None, "checkpoint": None,
                  "skipped_pairs": missing_pairs})
-  return _evaluate(matched, produce, out, names=names, convention=convention, max_side=max_side,
-                   save_fused=False, header=header)
+  return _evaluate([(pair, files.get(id(pair))) for pair in pairs], produce, out, names=names,
+                   convention=convention, max_side=max_side, save_fused=False, header=header)
 
 
 def run_evaluation(options: EvalOptions) -> dict | str:
@@ -637,7 +769,8 @@ def run_evaluation(options: EvalOptions) -> dict | str:
     raise ValueError("Pass --out with the folder to write the results to.")
   common = dict(data_dir=options.data_dir, split=options.split, dirs=tuple(options.dirs),
                 reference_dir=options.reference_dir, task=options.task, convention=options.convention,
-                metrics=options.metrics, max_pairs=options.max_pairs, max_side=options.max_side, name=options.name)
+                metrics=options.metrics, max_pairs=options.max_pairs, max_side=options.max_side, name=options.name,
+                overwrite=options.overwrite)
   if options.ckpt:
     return evaluate_checkpoint(options.ckpt, options.dataset, options.out, tile_size=options.tile_size,
                                tile_overlap=options.tile_overlap, pad_multiple=options.pad_multiple,
