@@ -10,8 +10,11 @@ Python::
   evaluation.compare_summaries(["results/efrufn_tno", "results/average_tno"], "results/tno.md")
 
 Each evaluation folder holds ``fused/<pair>.png`` (colour where a source is colour, DESIGN §3),
-``metrics.csv`` (one row per image; empty cells for undefined metrics), ``summary.json`` and
-``summary.md``. ``summary.json`` has the keys ``convention``, ``dataset``, ``split``, ``method``,
+``metrics.csv`` (one row per pair; empty cells for undefined metrics, and for a pair that could not
+be scored the reason in an ``error`` column), ``summary.json`` and ``summary.md``. The folder is
+written as a whole (a temporary folder swapped in at the end); one that holds results already is
+replaced only with ``overwrite=True``. ``summary.json`` has the keys ``convention``, ``dataset``,
+``split``, ``method``, ``num_pairs`` (pairs scored), ``unscored_pairs`` (``[{name, reason}]``),
 ``metrics`` (``{name: {mean, std, n}}`` over the images where the metric is defined),
 ``missing`` (``{name: reason}`` for metrics undefined on some or all images, e.g. MS-SSIM below
 161 px), ``model`` (``params``, ``flops``, ``latency_s`` and details, or null for scored folders)
@@ -46,6 +49,9 @@ from fusionjax.evaluation.reports import summary_markdown as summary_markdown
 from fusionjax.evaluation.reports import write_metrics_csv as write_metrics_csv
 from fusionjax.evaluation.reports import write_summary_json as write_summary_json
 from fusionjax.evaluation.runner import FOLDERS as FOLDERS
+from fusionjax.evaluation.runner import OUTPUT_FILES as OUTPUT_FILES
+from fusionjax.evaluation.runner import PairError as PairError
+from fusionjax.evaluation.runner import check_output_folder as check_output_folder
 from fusionjax.evaluation.runner import EvalOptions as EvalOptions
 from fusionjax.evaluation.runner import evaluate_baseline as evaluate_baseline
 from fusionjax.evaluation.runner import evaluate_checkpoint as evaluate_checkpoint
