@@ -18,8 +18,9 @@ Fields (``--config.<field>=...`` on the command line):
 - logging, checkpointing and devices: ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
   ``sample_every``, ``num_samples``, ``eval_metrics``, ``num_devices``, ``distributed``, ``prefetch``.
 
-``apply_smoke`` shrinks any stage to a CPU run of one to two and a half minutes
-(``--config=configs/<stage>.py:smoke``); ``apply_cpu`` is the reduced configuration the shipped
+``apply_smoke`` shrinks any stage to a CPU run of a few minutes (``--config=configs/<stage>.py:smoke``;
+``time python train.py --config=configs/mfif.py:smoke --config.data.data_dir=fusionjax/data/samples``
+measures one); ``apply_cpu`` is the reduced configuration the shipped
 reference weights (``fusionjax/weights``) were trained with on a 2-core CPU (``configs/<stage>.py:cpu``).
 """
 
@@ -145,7 +146,7 @@ def default_colornet_config() -> ml_collections.ConfigDict:
 
 
 def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks a stage config to a CPU smoke run of a minute or two (tiny network, 32 px crops, 6 steps).
+  """Shrinks a stage config to a CPU smoke run of a few minutes (tiny network, 32 px crops, 6 steps).
 
   Args:
     config: a stage config (modified in place).
