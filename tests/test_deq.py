@@ -407,6 +407,15 @@ def test_non_finite_iterate_stops_the_solve(rng, solver):
     assert not bool(jnp.all(jnp.isfinite(sol.value)))
 
 
+@pytest.mark.parametrize("solver", [deq.FixedPointIteration(), deq.Anderson()], ids=["plain", "native"])
+def test_huge_finite_residual_is_not_zero(solver):
+    # f(z0) = 1.5e38, residual 1e38: finite, but the reciprocal of 1e38 is subnormal in float32
+    # (flushed to zero on CPU), so a norm computed by dividing by the peak came out as 0 ("converged").
+    sol = deq.fixed_point(lambda z, s: s * z, jnp.full(3, 5e37, jnp.float32), jnp.float32(3.0), solver=solver)
+    assert not bool(sol.stats.converged) and not bool(sol.stats.finite)
+    assert int(sol.stats.num_steps) == 2
+
+
 @pytest.mark.parametrize("implementation", ["native", "plain"])
 def test_non_finite_element_does_not_stop_the_others(rng, implementation):
     solver = deq.Anderson(implementation="native") if implementation == "native" else deq.FixedPointIteration()
