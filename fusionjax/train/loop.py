@@ -535,8 +535,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   except OSError as error:
     if isinstance(error, checkpoints.DiskFullError) or not checkpoints.is_disk_full(error):
       raise
-    # metrics.jsonl or a sample grid: the same report as a checkpoint that found no space.
-    raise checkpointer.disk_full_error(Path(getattr(error, "filename", None) or "a file").name) from error
+    # metrics.jsonl or a sample grid found no space. A checkpoint being written then most likely found
+    # none either: report that one (it also removes the partial step folder), else the file.
+    checkpointer.wait_until_finished()
+    what = Path(error.filename).name if error.filename else "metrics.jsonl or a sample grid"
+    raise checkpointer.disk_full_error(what) from error
   finally:
     batches.close()
     source.close()
