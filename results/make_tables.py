@@ -127,7 +127,7 @@ class Runner:
       start = time.perf_counter()
       summary = evaluation.evaluate_checkpoint(ckpt, dataset, first, data_dir=self.data_dir, convention=CONVENTIONS[0],
                                                max_side=self.max_side, pad_multiple=self.pad_multiple, name=name,
-                                               measure_flops=False)
+                                               measure_flops=False, overwrite=True)
       print(f"{dataset:18s} {key:22s} fused and scored in {time.perf_counter() - start:6.1f} s", flush=True)
     self._record(dataset, key, CONVENTIONS[0], summary)
     for convention in CONVENTIONS[1:]:
@@ -135,7 +135,8 @@ class Runner:
       summary = self._cached(folder)
       if summary is None:
         summary = evaluation.evaluate_fused_dir(first / "fused", dataset, folder, data_dir=self.data_dir,
-                                                convention=convention, max_side=self.max_side, name=name)
+                                                convention=convention, max_side=self.max_side, name=name,
+                                                overwrite=True)
       self._record(dataset, key, convention, summary)
 
   def baseline(self, dataset: str, method: str) -> None:
@@ -144,7 +145,7 @@ class Runner:
       summary = self._cached(folder)
       if summary is None:
         summary = evaluation.evaluate_baseline(method, dataset, folder, data_dir=self.data_dir, convention=convention,
-                                               max_side=self.max_side)
+                                               max_side=self.max_side, overwrite=True)
       self._record(dataset, method, convention, summary)
 
 
