@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from fusionjax import runtime
 from fusionjax import train
 from fusionjax.train import logging as train_logging
 
@@ -33,6 +34,7 @@ def main(argv):
   """Trains the stage of ``--config`` in ``--workdir`` (resuming if it holds a checkpoint)."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  runtime.configure()
   logging.set_verbosity(logging.INFO)
   train_logging.quiet_library_logs()
   config = _CONFIG.value
