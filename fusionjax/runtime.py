@@ -27,8 +27,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Flags added to ``XLA_FLAGS`` by :func:`configure` (see the module docstring for why).
-XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",)
+#: XLA options set by :func:`configure` (see the module docstring for why); the same can be passed
+#: to one compilation as ``jax.jit(f).lower(...).compile(compiler_options=COMPILER_OPTIONS)``.
+COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+#: :data:`COMPILER_OPTIONS` as ``XLA_FLAGS`` entries.
+XLA_FLAGS = tuple(f"--{name}={value}" for name, value in COMPILER_OPTIONS.items())
 
 #: Environment variable naming the compilation-cache folder (or disabling the cache).
 CACHE_ENV = "FUSIONJAX_CACHE_DIR"
