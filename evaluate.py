@@ -38,6 +38,7 @@ from absl import flags
 from fusionjax import cli
 from fusionjax import evaluation
 from fusionjax import inference
+from fusionjax import runtime
 
 FLAGS = flags.FLAGS
 
@@ -83,6 +84,7 @@ def main(argv):
   """Builds the options from the flags and runs the evaluation (exit code 2 on bad input)."""
   if len(argv) > 1:
     _exit(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag (see --help).", cli.USAGE_ERROR)
+  runtime.configure()
   options = evaluation.EvalOptions(
       out=FLAGS.out, ckpt=FLAGS.ckpt, fused_dir=FLAGS.fused_dir, method=FLAGS.method, compare=FLAGS.compare,
       dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, dirs=FLAGS.dirs,

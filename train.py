@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 from fusionjax import checkpoints
 from fusionjax import cli
+from fusionjax import runtime
 from fusionjax import train
 from fusionjax.train import logging as train_logging
 from fusionjax.train import loop
@@ -75,6 +76,7 @@ def main(argv):
   if _PRINT_CONFIG.value:
     print(config)
     return
+  runtime.configure()
   logging.set_verbosity(logging.INFO)
   train_logging.quiet_library_logs()
   checkpoints.quiet_disk_full_reports()

@@ -56,8 +56,12 @@ def _batch(task: str, batch_size: int, patch: int, rng: np.random.Generator) -> 
 
 
 def benchmark_stage(stage: str, *, steps: int, batch_size: int | None, patch_size: int | None,
-                    model_name: str | None, config_arg: str | None = None) -> dict:
-  """Compiles and times one stage's train step; returns the measurements."""
+                    model_name: str | None, config_arg: str | None = None,
+                    compiler_options: dict | None = None) -> dict:
+  """Compiles and times one stage's train step; returns the measurements.
+
+  ``compiler_options`` go to this step's XLA compilation (e.g. ``fusionjax.runtime.COMPILER_OPTIONS``).
+  """
   config = _config(stage, config_arg)
   if model_name:
     config.model.name = model_name
@@ -88,7 +92,8 @@ def benchmark_stage(stage: str, *, steps: int, batch_size: int | None, patch_siz
   batches = [dp.shard(_batch(stage, batch_size, patch, data_rng)) for _ in range(2)]
 
   start = time.perf_counter()
-  compiled = dp.compile_step(step_fn).lower(state, batches[0], *frozen).compile()
+  compiled = dp.compile_step(step_fn).lower(state, batches[0], *frozen).compile(
+      compiler_options=compiler_options or {})
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   state, metrics = compiled(state, batches[0], *frozen)  # warm-up

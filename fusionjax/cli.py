@@ -31,6 +31,7 @@ import numpy as np
 
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import runtime
 
 #: Exit code of user errors (as argparse uses for usage errors).
 USAGE_ERROR = 2
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
   except SystemExit as exit_:
     return int(exit_.code or 0)
+  runtime.configure()
   if args.command == "fuse":
     return _fuse(args)
   return _error(f"unknown command {args.command!r}.")

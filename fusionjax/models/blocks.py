@@ -7,6 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fusionjax.models.ops import DepthwiseConv
+
 Dtype = Any
 
 
@@ -70,9 +72,8 @@ class ConvNeXtBlock(nn.Module):
     if x.shape[-1] != self.features:
       raise ValueError(
           f"ConvNeXtBlock expects {self.features} input channels, got shape {x.shape}.")
-    k = (self.kernel_size, self.kernel_size)
-    y = nn.Conv(self.features, k, feature_group_count=self.features, dtype=self.dtype,
-                param_dtype=self.param_dtype, name="dwconv")(x)
+    y = DepthwiseConv(self.features, self.kernel_size, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name="dwconv")(x)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(y)
     hidden = int(round(self.features * self.mlp_ratio))
     y = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="pwconv1")(y)
