@@ -12,9 +12,11 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
-from ._solution import Solution, raise_if_failed
+from ._solution import RESULTS, Solution, SolverStats, raise_if_failed, result_code
 from ._solvers import AbstractSolver, FixedPointIteration, is_int, is_real
+from ._tree import RowLayout, poison_elements, rows_norm, rows_where
 
 PyTree = Any
 
@@ -115,39 +117,82 @@ class Phantom(AbstractBackward):
 class Implicit(AbstractBackward):
     """Implicit-function-theorem gradient (the paper's eq. 19, exact at a true fixed point).
 
-    Solves the adjoint fixed point ``u = g + (df/dz(z*))^T u`` for ``g = dL/dz*`` by
-    iteration (one reverse pass through ``f`` per step), then returns
-    ``u^T df/dargs``. It converges when the forward map is contractive at ``z*``.
-    Inspect the adjoint solve with :func:`implicit_adjoint`; with
-    ``fixed_point(..., throw=True)`` a failed adjoint solve raises.
+    Solves the adjoint system ``(I - df/dz(z*))^T u = g`` for ``g = dL/dz*``, then returns
+    ``u^T df/dargs``. Two ways to solve it, each one reverse pass through ``f`` per step:
+
+    - ``solver="iterate"`` (default): the adjoint fixed point ``u = g + (df/dz)^T u`` by
+      plain iteration, which converges when the forward map is contractive at ``z*``;
+      a forward-solver option (e.g. ``Anderson()``) may be passed instead, its own
+      ``max_iter`` and ``tol`` replaced by this option's.
+    - ``solver="gmres"``: restarted GMRES (``jax.scipy.sparse.linalg.gmres``) on the
+      linear system, which needs no contraction, only that ``I - df/dz`` is invertible;
+      e.g. ``f(z) = 2 z + b`` has the gradient ``-1`` that iteration cannot reach.
+
+    Both start from ``u = g`` and measure the result as the forward solve does: with
+    ``F(u) = g + (df/dz)^T u``, ``rel_residual = ||F(u) - u|| / ||F(u)||`` (for GMRES
+    ``F(u) - u`` is the linear system's residual), per element with ``batch_axis``.
+
+    A failed adjoint solve is never silent. With ``fixed_point(..., throw=True)`` any
+    unconverged or non-finite adjoint solve raises. Without it, an element whose adjoint
+    solve turned non-finite, or ended unconverged with ``rel_residual > fail_above``,
+    gets a NaN adjoint, so every gradient it feeds (in particular that of shared
+    parameters) is NaN; an element that stopped unconverged below ``fail_above`` keeps
+    its slightly inexact gradient. :func:`implicit_adjoint` reports the adjoint solve,
+    with the code ``RESULTS.adjoint_failed`` for the poisoned elements.
 
     Attributes:
-      max_iter: most adjoint iterations.
+      max_iter: most adjoint iterations; for GMRES the most Krylov iterations, run as
+        whole restart cycles (at most ``ceil(max_iter / restart)`` of them).
       tol: relative-residual tolerance of the adjoint solve (same rule as the forward).
-      solver: iteration used for the adjoint, a forward-solver option whose own
-        ``max_iter`` and ``tol`` are replaced by the two fields above; ``None`` means
-        plain :class:`FixedPointIteration`, which suffices for contractive maps
-        (``Anderson`` helps when ``df/dz`` has a spectral radius near 1).
+      solver: ``"iterate"``, ``"gmres"``, or a forward-solver option to iterate with
+        (``None`` is ``"iterate"``).
+      restart: GMRES's Krylov-space size between restarts (capped at the state's size);
+        memory is ``restart + 1`` copies of the state.
+      fail_above: relative residual above which an unconverged adjoint solve counts as
+        failed (NaN gradient). Default 1e-3: a diverging iteration's relative residual
+        tends to ``|lambda - 1| / |lambda|`` for the dominant eigenvalue ``lambda`` of
+        ``df/dz``, above 1e-3 unless ``|lambda|`` is within 0.1% of 1, while a
+        convergent solve that stopped at 1e-3 leaves a gradient error of about
+        ``1e-3 / (1 - rho)`` for a map of spectral radius ``rho``.
+
+    Defaults: ``restart=20`` is ``jax.scipy.sparse.linalg.gmres``'s own.
     """
 
     max_iter: int = 100
     tol: float = 1e-6
-    solver: AbstractSolver | None = None
+    solver: str | AbstractSolver | None = "iterate"
+    restart: int = 20
+    fail_above: float = 1e-3
 
     def __post_init__(self):
         if not is_int(self.max_iter) or self.max_iter < 1:
             raise ValueError(f"Implicit: max_iter must be an int >= 1, got {self.max_iter!r}.")
         if not is_real(self.tol) or not self.tol >= 0:
             raise ValueError(f"Implicit: tol must be >= 0, got {self.tol!r}.")
-        if self.solver is not None and not isinstance(self.solver, AbstractSolver):
+        if not (self.solver is None or isinstance(self.solver, AbstractSolver) or self.solver in ("iterate", "gmres")):
             raise ValueError(
-                f"Implicit: solver must be a solver option such as FixedPointIteration() or "
-                f"Anderson(), got {self.solver!r}."
+                f"Implicit: solver must be 'iterate', 'gmres' or a solver option such as "
+                f"FixedPointIteration() or Anderson(), got {self.solver!r}."
             )
+        if not is_int(self.restart) or self.restart < 1:
+            raise ValueError(f"Implicit: restart must be an int >= 1, got {self.restart!r}.")
+        if not is_real(self.fail_above) or not self.fail_above > 0:
+            raise ValueError(f"Implicit: fail_above must be > 0, got {self.fail_above!r}.")
+
+    @property
+    def uses_gmres(self) -> bool:
+        """Whether the adjoint system is solved by GMRES."""
+        return isinstance(self.solver, str) and self.solver == "gmres"
 
     def adjoint_solver(self) -> AbstractSolver:
-        """The solver option used for the adjoint, with this option's limits."""
-        base = FixedPointIteration() if self.solver is None else self.solver
+        """The solver option used to iterate the adjoint, with this option's limits.
+
+        Raises:
+          ValueError: with ``solver="gmres"``, which does not iterate a fixed point.
+        """
+        if self.uses_gmres:
+            raise ValueError("Implicit(solver='gmres') solves the adjoint by GMRES, not by a fixed-point solver.")
+        base = self.solver if isinstance(self.solver, AbstractSolver) else FixedPointIteration()
         return dataclasses.replace(base, max_iter=self.max_iter, tol=self.tol)
 
     def args_cotangent(self, f, z_star, args, cotangent, *, batch_axis, throw):
@@ -155,7 +200,9 @@ class Implicit(AbstractBackward):
         adjoint = implicit_adjoint(f, z_star, args, cotangent, backward=self, batch_axis=batch_axis)
         if throw:
             raise_if_failed(adjoint.stats, "implicit adjoint", self.tol)
-        return _args_vjp(f, z_star, args, adjoint.value)
+        # A failed adjoint would give a finite but arbitrary gradient: make it NaN instead.
+        u = poison_elements(adjoint.value, adjoint.stats.result == RESULTS.adjoint_failed, batch_axis)
+        return _args_vjp(f, z_star, args, u)
 
 
 def implicit_adjoint(
@@ -166,31 +213,140 @@ def implicit_adjoint(
     *,
     backward: Implicit = Implicit(),
     batch_axis: int | None = None,
+    has_aux: bool = False,
 ) -> Solution:
-    """Solves the adjoint fixed point of :class:`Implicit`, exactly as its backward pass does.
+    """Solves the adjoint system of :class:`Implicit`, exactly as its backward pass does.
 
     Useful to check how well the implicit gradient converged (its stats are not part of
     the gradient). Works under ``jit`` and ``vmap``.
 
     Args:
-      f: the map ``f(z, args) -> z``.
+      f: the map ``f(z, args) -> z`` (``-> (z, aux)`` with ``has_aux``).
       z_star: a fixed point of ``f`` (e.g. ``fixed_point(...).value``).
       args: the map's other inputs.
       cotangent: ``dL/dz*``, structured like ``z_star``.
       backward: the :class:`Implicit` option whose adjoint solve to run.
       batch_axis: ``None`` or the batch axis of every leaf, for per-element stats.
+      has_aux: whether ``f`` returns a pair ``(z, aux)`` (the aux is ignored).
 
     Returns:
       A :class:`Solution` whose value is ``u = (I - df/dz(z*))^-T cotangent`` and whose
-      stats describe the adjoint iteration.
+      stats describe the adjoint solve. ``stats.result`` is ``RESULTS.adjoint_failed``
+      for the elements whose gradient the backward pass sets to NaN (see
+      :class:`Implicit`), else as for a forward solve. With GMRES, ``num_steps`` counts
+      ``restart`` Krylov iterations per restart cycle run (the last cycle may have
+      stopped early), ``trace`` has one entry per restart cycle, and the solve also
+      stops, as ``max_steps_reached``, when a cycle lowers no element's residual
+      (restarting from the same point would repeat that cycle exactly).
     """
     if not isinstance(backward, Implicit):
         raise ValueError(f"implicit_adjoint needs an Implicit option, got {backward!r}.")
+    state_map = (lambda z, a: f(z, a)[0]) if has_aux else f
     z_star = jax.lax.stop_gradient(z_star)
-    _, pullback_z = jax.vjp(lambda z: f(z, args), z_star)
+    _, pullback_z = jax.vjp(lambda z: state_map(z, args), z_star)
 
-    def adjoint_map(u, g):
-        return jax.tree_util.tree_map(lambda a, b: a + b, g, pullback_z(u)[0])
+    if backward.uses_gmres:
+        value, stats = _gmres_adjoint(
+            lambda u: pullback_z(u)[0], cotangent,
+            tol=backward.tol, max_iter=backward.max_iter, restart=backward.restart, batch_axis=batch_axis,
+        )
+    else:
+        def adjoint_map(u, g):
+            return jax.tree_util.tree_map(lambda a, b: a + b, g, pullback_z(u)[0])
 
-    value, stats = backward.adjoint_solver().solve(adjoint_map, cotangent, cotangent, batch_axis=batch_axis)
+        value, stats = backward.adjoint_solver().solve(adjoint_map, cotangent, cotangent, batch_axis=batch_axis)
+    failed = ~stats.finite | (~stats.converged & ~(stats.rel_residual <= backward.fail_above))
+    stats = stats._replace(result=jnp.where(failed, RESULTS.adjoint_failed, stats.result).astype(jnp.int32))
     return Solution(value, stats)
+
+
+def _gmres_adjoint(
+    transposed: Callable,
+    cotangent: PyTree,
+    *,
+    tol: float,
+    max_iter: int,
+    restart: int,
+    batch_axis: int | None,
+) -> tuple[PyTree, SolverStats]:
+    """Solves ``(I - J^T) u = g`` by restarted GMRES, one restart cycle per loop step.
+
+    Args:
+      transposed: ``u -> J^T u`` in the layout of ``cotangent``.
+      cotangent: ``g``.
+      tol: relative-residual tolerance, per element (see :class:`Implicit`).
+      max_iter: most Krylov iterations, rounded up to whole restart cycles.
+      restart: Krylov-space size between restarts.
+      batch_axis: ``None`` or the batch axis of every leaf.
+
+    Returns:
+      ``(u, stats)`` with ``u`` in the layout and dtypes of ``cotangent``.
+    """
+    # Row layout, in at least float32: Krylov bases lose orthogonality fast in bfloat16.
+    layout = RowLayout(cotangent, batch_axis)
+    num = layout.num_elements
+    g = layout.to_rows(cotangent)
+    real = g[0].dtype
+    restart = min(restart, sum(r.size for r in g))
+    cycles = -(-max_iter // restart)
+
+    def transposed_rows(u):
+        return layout.to_rows(transposed(layout.from_rows(u)))
+
+    def operator(u):
+        return [a - b for a, b in zip(u, transposed_rows(u))]
+
+    def measure(u):
+        fu = [a + b for a, b in zip(g, transposed_rows(u))]
+        abs_res = rows_norm([b - a for a, b in zip(u, fu)])
+        f_norm = rows_norm(fu)
+        rel_res = jnp.where(abs_res == 0, 0, abs_res / jnp.maximum(f_norm, jnp.finfo(real).tiny))
+        finite = jnp.isfinite(abs_res) & jnp.isfinite(f_norm)
+        return abs_res, rel_res, f_norm, finite, finite & (rel_res <= tol)
+
+    abs_res, rel_res, f_norm, finite, converged = measure(g)
+    stats = SolverStats(
+        num_steps=jnp.zeros((num,), jnp.int32),
+        abs_residual=abs_res,
+        rel_residual=rel_res,
+        converged=converged,
+        finite=finite,
+        result=jnp.zeros((num,), jnp.int32),
+        trace=jnp.full((num, cycles), jnp.nan, real),
+    )
+
+    def cond(carry):
+        k, _, _, stalled, stats = carry
+        return (k < cycles) & jnp.any(stats.finite & ~stats.converged & ~stalled)
+
+    def body(carry):
+        k, u, f_norm, stalled, stats = carry
+        active = stats.finite & ~stats.converged & ~stalled
+        # GMRES measures one norm over the whole batch; aiming at the smallest active
+        # element's bound makes every element meet its own relative tolerance, and at half
+        # of it absorbs the rounding difference between GMRES's residual and this one.
+        target = 0.5 * tol * jnp.min(jnp.where(active, f_norm, jnp.inf))
+        u_new, _ = jax.scipy.sparse.linalg.gmres(
+            operator, g, x0=u, tol=0.0, atol=target, restart=restart, maxiter=1, solve_method="incremental"
+        )
+        abs_res, rel_res, f_norm_new, finite, converged = measure(u_new)
+        # A cycle that lowers no element's residual would be repeated exactly by the next one
+        # (same start, same Krylov space): the solve has stagnated, e.g. at round-off.
+        progress = jnp.any(active & (rel_res < stats.rel_residual))
+        stalled = stalled | (active & finite & ~converged & ~progress)
+        trace = jax.lax.dynamic_update_index_in_dim(stats.trace, jnp.where(active, rel_res, jnp.nan), k, axis=1)
+        stats = SolverStats(
+            num_steps=jnp.where(active, (k + 1) * restart, stats.num_steps).astype(jnp.int32),
+            abs_residual=jnp.where(active, abs_res, stats.abs_residual),
+            rel_residual=jnp.where(active, rel_res, stats.rel_residual),
+            converged=jnp.where(active, converged, stats.converged),
+            finite=jnp.where(active, finite, stats.finite),
+            result=stats.result,
+            trace=trace,
+        )
+        return k + 1, rows_where(active, u_new, u), jnp.where(active, f_norm_new, f_norm), stalled, stats
+
+    carry = (jnp.zeros((), jnp.int32), g, f_norm, jnp.zeros((num,), bool), stats)
+    _, u, _, _, stats = jax.lax.while_loop(cond, body, carry)
+    stats = stats._replace(result=result_code(stats.converged, stats.finite))
+    return layout.from_rows(u), jax.tree_util.tree_map(layout.squeeze, stats)

@@ -25,11 +25,13 @@ def fixed_point(
     backward: AbstractBackward = JFB(),
     batch_axis: int | None = None,
     throw: bool = False,
+    has_aux: bool = False,
 ) -> Solution:
     """Finds ``z* = f(z*, args)`` and differentiates through it without storing iterates.
 
-    The returned value is ``f(z)`` at the last point ``z`` the solver evaluated, and
-    ``stats`` measure that last update (see :class:`SolverStats`).
+    The returned value is ``f(z)`` at one point ``z`` the solver evaluated: with the
+    solvers' default ``keep_best=True`` the one with the lowest relative residual, else
+    the last; ``stats`` measure that update (see :class:`SolverStats`).
 
     Gradients flow to ``args`` only, by the rule of ``backward``; ``z0`` is treated as a
     constant (it receives a zero gradient), since the fixed point of a well-posed problem
@@ -61,15 +63,22 @@ def fixed_point(
       throw: if ``True``, a solve that does not converge or turns non-finite raises
         :class:`FixedPointError` at run time (under ``jit`` wrapped by JAX as
         ``jax.errors.JaxRuntimeError`` with the same message); this includes the adjoint
-        solve of :class:`Implicit` during the backward pass. If ``False``, failures only
-        show in ``stats``.
+        solve of :class:`Implicit` during the backward pass. If ``False``, forward
+        failures only show in ``stats``, and a failed :class:`Implicit` adjoint solve
+        makes the gradient NaN (see :class:`Implicit`).
+      has_aux: if ``True``, ``f`` returns a pair ``(z, aux)``; the solver iterates on
+        ``z`` and :attr:`Solution.aux` is ``f(value, args)[1]``, from one more evaluation
+        of ``f`` after the solve (differentiable: gradients reach ``args`` through it
+        directly and through ``value`` by the rule of ``backward``).
 
     Returns:
-      A :class:`Solution` ``(value, stats)``; ``value`` has the layout of ``z0``.
+      A :class:`Solution` ``(value, stats, aux)``; ``value`` has the layout of ``z0``,
+      ``aux`` is ``None`` unless ``has_aux``.
 
     Raises:
       ValueError: for an invalid state, batch axis or option, a map whose output layout
-        differs from ``z0``, or a map that closes over traced values.
+        differs from ``z0`` (or that is not a pair with ``has_aux``), or a map that
+        closes over traced values.
     """
     if not callable(f):
         raise ValueError(f"f must be a callable f(z, args) -> z, got {type(f).__name__}.")
@@ -81,13 +90,34 @@ def fixed_point(
         raise ValueError(f"backward must be JFB(), Phantom(...) or Implicit(...), got {backward!r}.")
     z0 = jax.tree_util.tree_map(jnp.asarray, z0)
     check_state(z0, batch_axis)
-    check_map(f, z0, args)
+    check_map(f, z0, args, has_aux=bool(has_aux))
     # The solution does not depend on the starting point, so no gradient flows to it.
     z0 = jax.lax.stop_gradient(z0)
-    solution = _solve(f, solver, backward, batch_axis, bool(throw), z0, args)
+    state_map = _StateOnly(f) if has_aux else f
+    solution = _solve(state_map, solver, backward, batch_axis, bool(throw), z0, args)
     if throw:
         raise_if_failed(solution.stats, "forward", solver.tol)
+    if has_aux:
+        _, aux = f(solution.value, args)
+        solution = solution._replace(aux=aux)
     return solution
+
+
+class _StateOnly:
+    """``f(z, args)[0]`` for a map that returns ``(z, aux)``; equal for equal ``f``, so
+    static-argument caches see the same map."""
+
+    def __init__(self, f: Callable):
+        self.f = f
+
+    def __call__(self, z, args):
+        return self.f(z, args)[0]
+
+    def __eq__(self, other):
+        return isinstance(other, _StateOnly) and other.f == self.f
+
+    def __hash__(self):
+        return hash((_StateOnly, self.f))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))

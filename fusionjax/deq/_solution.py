@@ -2,33 +2,69 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+
+class RESULTS(enum.IntEnum):
+    """The codes of :attr:`SolverStats.result` (compare with ``stats.result == RESULTS.successful``).
+
+    Attributes:
+      successful: the stopping rule was met (``converged`` is ``True``).
+      max_steps_reached: ``max_iter`` iterations ran without meeting it; every iterate was finite.
+      nonfinite: the solve stopped on a NaN or infinity (``finite`` is ``False``).
+      adjoint_failed: only in the stats of an :class:`~fusionjax.deq.Implicit` adjoint solve
+        (:func:`~fusionjax.deq.implicit_adjoint`): the solve turned non-finite or ended
+        unconverged with a relative residual above ``Implicit.fail_above``, so the backward
+        pass returned a NaN gradient. A forward solve never reports it.
+    """
+
+    successful = 0
+    max_steps_reached = 1
+    nonfinite = 2
+    adjoint_failed = 3
+
+
+def result_code(converged: jax.Array, finite: jax.Array) -> jax.Array:
+    """The :class:`RESULTS` code per element, from the ``converged`` and ``finite`` flags."""
+    return jnp.where(
+        converged, RESULTS.successful, jnp.where(finite, RESULTS.max_steps_reached, RESULTS.nonfinite)
+    ).astype(jnp.int32)
 
 
 class SolverStats(NamedTuple):
     """What an iterative solve did, per batch element when a batch axis is given.
 
     Residuals use the Euclidean (L2) norm over all leaves of the state together (one
-    norm for the whole pytree, or one per element along ``batch_axis``). For the last
-    point ``z`` at which the map was evaluated:
+    norm for the whole pytree, or one per element along ``batch_axis``). For a point
+    ``z`` at which the map was evaluated:
 
     - ``abs_residual = ||f(z) - z||``,
     - ``rel_residual = ||f(z) - z|| / ||f(z)||`` (``0`` when both norms are ``0``).
 
-    The returned value is ``f(z)``, so both residuals measure the final update.
+    The returned value is ``f(z)`` for one such ``z``, and both residuals are that
+    update's: with ``keep_best=True`` (the default) the iteration with the lowest relative
+    residual (a converged iteration is always kept), with ``keep_best=False`` the last one.
 
     Attributes:
       num_steps: int32, evaluations of the map until the element finished (converged,
         became non-finite, or ``max_iter`` was reached).
-      abs_residual: absolute residual of the finishing iteration.
-      rel_residual: relative residual of the finishing iteration.
+      abs_residual: absolute residual of the returned iterate.
+      rel_residual: relative residual of the returned iterate.
       converged: whether the solver's stopping rule (``rel_residual <= tol`` or
         ``abs_residual <= atol``) was met.
-      finite: whether the finishing iterate and its residual were finite; ``False``
-        means the solve stopped early on a NaN or infinity.
+      finite: ``False`` when the solve stopped early on a NaN or infinity. With
+        ``keep_best=True`` the returned value is then the best finite iterate before it
+        (the non-finite one only when the very first evaluation was non-finite).
+      result: int32 :class:`RESULTS` code, ``successful`` exactly when ``converged``,
+        ``nonfinite`` exactly when not ``finite``, else ``max_steps_reached``.
+      trace: the relative residual of every iteration, shape ``(max_iter,)`` (with a
+        batch axis ``(B, max_iter)``), NaN after the element's last iteration; the only
+        part of a solve whose memory grows with ``max_iter``.
     """
 
     num_steps: jax.Array
@@ -36,6 +72,8 @@ class SolverStats(NamedTuple):
     rel_residual: jax.Array
     converged: jax.Array
     finite: jax.Array
+    result: jax.Array
+    trace: jax.Array
 
 
 class Solution(NamedTuple):
@@ -44,10 +82,14 @@ class Solution(NamedTuple):
     Attributes:
       value: the fixed point, a pytree with the structure, shapes and dtypes of ``z0``.
       stats: a :class:`SolverStats`; scalars, or arrays of shape ``(B,)`` with a batch axis.
+      aux: with ``fixed_point(..., has_aux=True)``, the auxiliary output of the map
+        applied at ``value`` (``f(value, args)[1]``, differentiable like ``value``);
+        ``None`` otherwise.
     """
 
     value: Any
     stats: SolverStats
+    aux: Any = None
 
 
 class FixedPointError(RuntimeError):

@@ -57,20 +57,29 @@ def check_state(z0: PyTree, batch_axis: int | None) -> int:
     return sizes.pop()
 
 
-def check_map(f: Callable, z0: PyTree, args: PyTree) -> None:
+def check_map(f: Callable, z0: PyTree, args: PyTree, has_aux: bool = False) -> None:
     """Checks, by tracing ``f(z0, args)`` once, its output layout and its closure.
 
     Args:
-      f: the map ``f(z, args) -> z``.
+      f: the map ``f(z, args) -> z`` (``-> (z, aux)`` with ``has_aux``).
       z0: the initial state.
       args: the map's other inputs.
+      has_aux: whether ``f`` returns a pair ``(z, aux)``.
 
     Raises:
       ValueError: if the output's tree structure, a shape or a dtype differs from
-        ``z0``, or if ``f`` closes over traced arrays (values computed inside an
-        enclosing ``jit``, ``grad``, ``vmap`` or ``pmap``) instead of taking them in ``args``.
+        ``z0``, if ``f`` closes over traced arrays (values computed inside an
+        enclosing ``jit``, ``grad``, ``vmap`` or ``pmap``) instead of taking them in ``args``,
+        or if ``has_aux`` is set and ``f`` does not return a pair.
     """
     closed, out = jax.make_jaxpr(f, return_shape=True)(z0, args)
+    if has_aux:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise ValueError(
+                "With has_aux=True, f(z, args) must return a pair (z, aux); got "
+                f"{type(out).__name__}{'' if not isinstance(out, (tuple, list)) else f' of length {len(out)}'}."
+            )
+        out = out[0]
     traced = [c for c in closed.consts if isinstance(c, jax.core.Tracer)]
     if traced:
         shapes = ", ".join(f"{c.aval.str_short()}" for c in traced[:4])
@@ -166,3 +175,25 @@ def rows_norm(rows: list[jax.Array]) -> jax.Array:
 def rows_where(mask: jax.Array, new: list[jax.Array], old: list[jax.Array]) -> list[jax.Array]:
     """Per-element select: ``new`` where ``mask`` (shape ``(B,)``) holds, else ``old``."""
     return [jnp.where(mask[:, None], a, b) for a, b in zip(new, old)]
+
+
+def poison_elements(tree: PyTree, bad: jax.Array, batch_axis: int | None) -> PyTree:
+    """Sets the batch elements flagged in ``bad`` to NaN in every leaf of ``tree``.
+
+    Args:
+      tree: a pytree of floating-point arrays.
+      bad: a boolean scalar (no batch axis) or ``(B,)`` array, per element.
+      batch_axis: ``None`` or the batch axis of every leaf.
+
+    Returns:
+      ``tree`` with the flagged elements replaced by NaN.
+    """
+
+    def poison(leaf):
+        mask = bad
+        if batch_axis is not None:
+            axis = batch_axis % leaf.ndim
+            mask = bad.reshape((1,) * axis + (-1,) + (1,) * (leaf.ndim - axis - 1))
+        return jnp.where(mask, jnp.asarray(jnp.nan, leaf.dtype), leaf)
+
+    return jax.tree_util.tree_map(poison, tree)
