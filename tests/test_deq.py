@@ -5,6 +5,7 @@ and can be fixed with ``DEQ_TEST_SEED=<int>`` to reproduce a run.
 """
 
 import dataclasses
+import functools
 import os
 import re
 import subprocess
@@ -619,6 +620,7 @@ def test_unconverged_adjoint_is_poisoned_only_above_fail_above():
     def f(z, b):
         return 0.5 * z + b
 
+    @functools.partial(jax.jit, static_argnums=0)
     def grad(max_iter):
         backward = deq.Implicit(max_iter=max_iter, tol=1e-12)
         report = deq.implicit_adjoint(f, jnp.asarray(2.0), 1.0, jnp.asarray(1.0), backward=backward)
