@@ -116,7 +116,8 @@ def test_init_returns_params_only_and_output_ignores_padding(rng):
 @pytest.mark.parametrize("name", ["frufn", "efrufn"])
 def test_bad_inputs_raise(name):
   model = _model(name=name)
-  variables = jax.eval_shape(lambda: _unit_params() if name == "efrufn" else _frufn_params(5))
+  # Built outside eval_shape: the helpers jit with compiler options, which a nested jit cannot take.
+  variables = jax.eval_shape(lambda v: v, _unit_params() if name == "efrufn" else _frufn_params(5))
   good = jnp.zeros((1, 8, 8, 1))
   cases = [
       (jnp.zeros((8, 8, 1)), good, "4 axes"),
