@@ -15,10 +15,22 @@ Score another method's fused images (files named after the pairs, e.g. 01.png fo
 
   python evaluate.py --fused_dir other/TNO --dataset tno --data_dir /path/to/data --out results/other_tno
 
-Built-in baselines, and one side-by-side table of several evaluations:
+Results as their authors distribute them (``lytro_01_IFCNN.jpg``, ``MFI-WHU_01_SESF.png``, ``01.bmp``):
+a file-name template with ``{name}`` (the pair's name), ``{index}`` / ``{index:02d}`` (its position):
+
+  python evaluate.py --fused_dir IFCNN/Lytro --fused_pattern 'lytro_{index:02d}_IFCNN.*' --dataset lytro ...
+
+Every method under one folder (a subfolder per method, or a method suffix in the file names read by
+``{method}``), each scored into OUT/<method>/ (reused on a rerun), compared in OUT/compare.md:
+
+  python evaluate.py --methods_dir published/Lytro --fused_pattern 'lytro_{index:02d}_{method}.*' \
+      --dataset lytro --data_dir /path/to/data --out results/lytro_methods
+
+Built-in baselines, and a comparison of several evaluations (OUT/compare.md with ranks and
+OUT/compare.png, one bar chart per metric; ``--out FILE.md`` writes the plain side-by-side table):
 
   python evaluate.py --method average --dataset tno --data_dir /path/to/data --out results/average_tno
-  python evaluate.py --compare results/efrufn_tno,results/average_tno --out results/tno.md
+  python evaluate.py --compare results/efrufn_tno,results/average_tno --out results/tno_compare
 
 Any folders of matching file names: ``--dataset folders --dirs vis,ir [--task ivf]``. Metrics follow
 the ``clean`` convention unless ``--convention paper`` is given (see fusionjax.metrics).
@@ -44,9 +56,17 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("ckpt", None, "Stage workdir of a trained model (as written by train.py), or 'shipped' for "
                     "the weights shipped with fusionjax (the stage that serves the dataset's task).")
-flags.DEFINE_string("fused_dir", None, "Folder of fused images to score, named after the pairs.")
+flags.DEFINE_string("fused_dir", None, "Folder of fused images to score, named after the pairs (or see "
+                    "--fused_pattern).")
+flags.DEFINE_string("fused_pattern", None, "File-name template of the fused images in --fused_dir or --methods_dir, "
+                    "with {name} (the pair's name), {index} or {index:02d} (its 1-based position), {method} and "
+                    "shell wildcards, matched case-insensitively, e.g. '{name}_IFCNN.*' or 'lytro_{index:02d}_*.jpg'.")
+flags.DEFINE_string("methods_dir", None, "Score every method under this folder (one subfolder per method, or files "
+                    "named <pair>_<METHOD>.* read by {method} in --fused_pattern) into --out/<method>/, reusing "
+                    "finished ones, and compare them (plus any --compare evaluations) in --out/compare.md.")
 flags.DEFINE_enum("method", None, sorted(evaluation.BASELINES), "A built-in baseline to evaluate.")
-flags.DEFINE_list("compare", [], "Evaluation folders (or summary.json files) to tabulate side by side.")
+flags.DEFINE_list("compare", [], "Evaluation folders (or summary.json files) to compare: --out DIR gets compare.md "
+                  "(ranks, best marked) and compare.png; --out FILE.md the plain side-by-side table.")
 flags.DEFINE_string("dataset", None, "Benchmark set (a fusionjax.data.DATASETS key) or 'folders'.")
 flags.DEFINE_string("data_dir", os.environ.get("FUSIONJAX_DATA"),
                     "Data root, or the dataset's own folder (default: $FUSIONJAX_DATA).")
@@ -54,7 +74,8 @@ flags.DEFINE_string("split", None, "Dataset split (default: the reader's evaluat
 flags.DEFINE_list("dirs", [], "For --dataset folders: source folders, in the task's source order.")
 flags.DEFINE_string("reference_dir", None, "For --dataset folders: folder of reference images.")
 flags.DEFINE_enum("task", None, ["mfif", "meif", "ivf", "mif"], "For --dataset folders: the task of the pairs.")
-flags.DEFINE_string("out", None, "Output folder (with --compare: the Markdown file).")
+flags.DEFINE_string("out", None, "Output folder (with --compare: the folder for compare.md and compare.png, or a "
+                    "Markdown file).")
 flags.DEFINE_enum("convention", "clean", ["clean", "paper"], "Metric convention (DESIGN §6).")
 flags.DEFINE_list("metrics", None, "Metrics to compute, e.g. EN,MI,SSIM (default: all).")
 flags.DEFINE_integer("max_pairs", None, "Evaluate only the first N pairs.", lower_bound=1)
@@ -86,7 +107,8 @@ def main(argv):
     _exit(f"unexpected arguments: {' '.join(argv[1:])}; every option is a --flag (see --help).", cli.USAGE_ERROR)
   runtime.configure()
   options = evaluation.EvalOptions(
-      out=FLAGS.out, ckpt=FLAGS.ckpt, fused_dir=FLAGS.fused_dir, method=FLAGS.method, compare=FLAGS.compare,
+      out=FLAGS.out, ckpt=FLAGS.ckpt, fused_dir=FLAGS.fused_dir, fused_pattern=FLAGS.fused_pattern,
+      methods_dir=FLAGS.methods_dir, method=FLAGS.method, compare=FLAGS.compare,
       dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, dirs=FLAGS.dirs,
       reference_dir=FLAGS.reference_dir, task=FLAGS.task, convention=FLAGS.convention, metrics=FLAGS.metrics,
       max_pairs=FLAGS.max_pairs, max_side=FLAGS.max_side, allow_missing=FLAGS.allow_missing,
@@ -100,6 +122,12 @@ def main(argv):
     _exit(f"cannot write the results to {options.out}: {error}. Nothing was replaced there.", 1)
   if isinstance(result, str):
     print(result)
+    return
+  if isinstance(result, evaluation.MethodsRun):
+    print(result.text)
+    if result.failed:
+      _exit(f"{len(result.failed)} method(s) could not be scored ({result.failed[0][0]}: {result.failed[0][1]}"
+            f"{'; ...' if len(result.failed) > 1 else ''}); the others are in {options.out}.", 1)
     return
   print(evaluation.summary_markdown(result))
   unscored = result.get("unscored_pairs") or []

@@ -7,7 +7,9 @@ Python::
   summary = evaluation.evaluate_checkpoint("runs/ivf", "tno", "results/efrufn_tno", data_dir="data")
   evaluation.evaluate_baseline("average", "tno", "results/average_tno", data_dir="data")
   evaluation.evaluate_fused_dir("other/TNO", "tno", "results/other_tno", data_dir="data")
-  evaluation.compare_summaries(["results/efrufn_tno", "results/average_tno"], "results/tno.md")
+  evaluation.compare_summaries(["results/efrufn_tno", "results/average_tno"], "results/tno_compare")
+  evaluation.evaluate_fused_dir("IFCNN/Lytro", "lytro", "results/ifcnn_lytro", data_dir="data",
+                                fused_pattern="lytro_{index:02d}_IFCNN.*")
 
 Each evaluation folder holds ``fused/<pair>.png`` (colour where a source is colour, DESIGN §3),
 ``metrics.csv`` (one row per pair; empty cells for undefined metrics, and for a pair that could not
@@ -41,8 +43,13 @@ from fusionjax.evaluation.baselines import average_fusion as average_fusion
 from fusionjax.evaluation.baselines import max_fusion as max_fusion
 from fusionjax.evaluation.reports import METRIC_ORDER as METRIC_ORDER
 from fusionjax.evaluation.reports import SUMMARY_FORMAT as SUMMARY_FORMAT
+from fusionjax.evaluation.methods import MethodsRun as MethodsRun
+from fusionjax.evaluation.methods import discover_methods as discover_methods
+from fusionjax.evaluation.methods import evaluate_methods as evaluate_methods
 from fusionjax.evaluation.reports import compare_summaries as compare_summaries
 from fusionjax.evaluation.reports import comparison_markdown as comparison_markdown
+from fusionjax.evaluation.reports import ranked_comparison_markdown as ranked_comparison_markdown
+from fusionjax.evaluation.reports import write_comparison as write_comparison
 from fusionjax.evaluation.reports import read_metrics_csv as read_metrics_csv
 from fusionjax.evaluation.reports import read_summary as read_summary
 from fusionjax.evaluation.reports import summary_markdown as summary_markdown
@@ -56,6 +63,7 @@ from fusionjax.evaluation.runner import EvalOptions as EvalOptions
 from fusionjax.evaluation.runner import evaluate_baseline as evaluate_baseline
 from fusionjax.evaluation.runner import evaluate_checkpoint as evaluate_checkpoint
 from fusionjax.evaluation.runner import evaluate_fused_dir as evaluate_fused_dir
+from fusionjax.evaluation.runner import fused_pattern_regex as fused_pattern_regex
 from fusionjax.evaluation.runner import luma_levels as luma_levels
 from fusionjax.evaluation.runner import match_fused_files as match_fused_files
 from fusionjax.evaluation.runner import run_evaluation as run_evaluation

@@ -5,7 +5,9 @@ pair's fused image is produced:
 
 - :func:`evaluate_checkpoint`: a stage checkpoint fuses the pair (tiled above ``tile_size``);
 - :func:`evaluate_baseline`: a pixel-wise rule of :mod:`fusionjax.evaluation.baselines`;
-- :func:`evaluate_fused_dir`: a file of another method, matched to the pair by name.
+- :func:`evaluate_fused_dir`: a file of another method, matched to the pair by name, or by a file-name
+  template (``fused_pattern``: ``'{name}_IFCNN.*'``, ``'lytro_{index:02d}_SESF.*'``, see
+  :func:`fused_pattern_regex`) for results as their authors distribute them.
 
 Metrics are computed on the 8-bit luma of the fused image exactly as it is written to disk (the
 BT.601 Y of the rounded RGB, DESIGN §6), and on the 8-bit luma of the sources (and of the reference,
@@ -30,7 +32,9 @@ import datetime
 import logging
 import math
 import os
+import re
 import shutil
+import string
 import tempfile
 import time
 from pathlib import Path
@@ -68,8 +72,11 @@ class EvalOptions:
   out: str | None = None  # Output folder (or the Markdown file for ``compare``).
   ckpt: str | None = None  # Stage workdir of a trained model.
   fused_dir: str | None = None  # Folder of another method's fused images, named after the pairs.
+  fused_pattern: str | None = None  # File-name template of the fused images ('{name}_IFCNN.*'); None: by name.
+  methods_dir: str | None = None  # Folder of several methods' results (subfolders or method suffixes).
   method: str | None = None  # A built-in baseline: 'average' or 'max'.
   compare: Sequence[str] = ()  # Evaluation folders (or summary.json files) to tabulate side by side.
+  progress: bool = True  # A progress bar for methods_dir runs.
   dataset: str | None = None  # A fusionjax.data.DATASETS key, or 'folders'.
   data_dir: str | None = None  # Data root or the dataset's own folder.
   split: str | None = None  # Dataset split; None takes the reader's default.
@@ -243,8 +250,12 @@ def _safe_name(name: str) -> str:
   return name.replace("/", "_").replace("\\", "_")
 
 
-def fused_file_index(fused_dir: str | os.PathLike) -> dict[str, Path]:
+def fused_file_index(fused_dir: str | os.PathLike, *, check_stems: bool = True) -> dict[str, Path]:
   """Maps the stem of every image file in ``fused_dir`` (not recursive) to its path.
+
+  Args:
+    fused_dir: the folder.
+    check_stems: raise when two files share a stem; otherwise the map is keyed by file name.
 
   Raises:
     FileNotFoundError: the folder does not exist or holds no images.
@@ -258,23 +269,106 @@ def fused_file_index(fused_dir: str | os.PathLike) -> dict[str, Path]:
   for path in sorted(folder.iterdir()):
     if not path.is_file() or path.name.startswith(".") or not imageio.is_image_file(path):
       continue
-    if path.stem in index:
-      raise ValueError(f"Ambiguous fused images {index[path.stem]} and {path}: both are named {path.stem!r}. "
+    key = path.stem if check_stems else path.name
+    if key in index:
+      raise ValueError(f"Ambiguous fused images {index[key]} and {path}: both are named {key!r}. "
                        "Remove one of them.")
-    index[path.stem] = path
+    index[key] = path
   if not index:
     raise FileNotFoundError(f"No image files in {folder}; pass the folder holding the fused images.")
   return index
 
 
-def match_fused_files(pairs: Sequence, fused_dir: str | os.PathLike, *, allow_missing: bool = False
+#: The fields a ``fused_pattern`` may use.
+PATTERN_FIELDS = ("name", "index", "method")
+
+
+def fused_pattern_regex(template: str, name: str | None = None, index: int | None = None,
+                        method: str | None = None) -> re.Pattern:
+  """The regular expression of the file names a ``fused_pattern`` template stands for.
+
+  The template is a file name with ``str.format`` fields and shell wildcards: ``{name}`` is the
+  pair's name (as its reader gives it: TNO ``01``, Lytro ``lytro-01``, MFI-WHU ``MFI-WHU_01``),
+  ``{index}`` its 1-based position in the split (``{index:02d}`` zero-padded), ``{method}`` the
+  method's name (for ``methods_dir``); ``*`` matches any text and ``?`` one character. Matching is
+  case-insensitive on the whole file name. Examples: ``'{name}_IFCNN.*'`` matches
+  ``MFI-WHU_01_IFCNN.png`` for pair ``MFI-WHU_01``; ``'lytro_{index:02d}_SESF.*'`` matches
+  ``lytro_01_SESF.jpg`` for the first Lytro pair; ``'{index}.bmp'`` matches ``1.bmp``.
+
+  Args:
+    template: the template.
+    name: the pair's name (None: any text, for checking a template).
+    index: the pair's 1-based index (None: any digits).
+    method: the method (None: any text, captured as the group ``method``).
+
+  Returns:
+    A compiled pattern for ``re.fullmatch``.
+
+  Raises:
+    ValueError: a field other than :data:`PATTERN_FIELDS`, no ``{name}`` or ``{index}``, a path
+      separator, or a malformed template.
+  """
+  if "/" in template or "\\" in template:
+    raise ValueError(f"--fused_pattern {template!r} holds a path separator; give a file-name template such as "
+                     "'{name}_IFCNN.*' and the folder with --fused_dir.")
+  try:
+    parts = list(string.Formatter().parse(template))
+  except ValueError as error:
+    raise ValueError(f"--fused_pattern {template!r} is not a valid template ({error}); use fields like {{name}} "
+                     "or {index:02d}, and write a literal brace as {{ or }}.") from error
+  regex, fields = "", set()
+  for literal, field, spec, conversion in parts:
+    regex += "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in literal)
+    if field is None:
+      continue
+    if field not in PATTERN_FIELDS or conversion:
+      raise ValueError(f"--fused_pattern {template!r} has the field {{{field}}}; use {{name}} (the pair's name), "
+                       "{index} or {index:02d} (its 1-based position) and, with --methods_dir, {method}.")
+    fields.add(field)
+    if field == "name":
+      regex += re.escape(name) if name is not None else ".+"
+    elif field == "index":
+      try:
+        regex += re.escape(format(index, spec)) if index is not None else "[0-9]+"
+      except ValueError as error:
+        raise ValueError(f"--fused_pattern {template!r}: {{index:{spec}}} is not an integer format ({error}); "
+                         "use e.g. {index:02d}.") from error
+    else:
+      regex += re.escape(method) if method is not None else "(?P<method>.+)"
+  if not fields & {"name", "index"}:
+    raise ValueError(f"--fused_pattern {template!r} names no pair; put {{name}} or {{index}} (e.g. {{index:02d}}) "
+                     "where the pair's name or number is in the file names.")
+  return re.compile(regex, re.IGNORECASE)
+
+
+def _pattern_matches(pairs: Sequence, fused_dir: str | os.PathLike, pattern: str, method: str | None
+                     ) -> dict[int, Path]:
+  """``{position: path}`` of the pairs that one file of ``fused_dir`` matches by ``pattern``."""
+  folder = Path(fused_dir)
+  files = [p for p in fused_file_index(fused_dir, check_stems=False).values()]
+  found: dict[int, Path] = {}
+  for k, pair in enumerate(pairs):
+    regex = fused_pattern_regex(pattern, _safe_name(pair.name), k + 1, method)
+    hits = [p for p in files if regex.fullmatch(p.name)]
+    if len(hits) > 1:
+      raise ValueError(f"--fused_pattern {pattern!r} matches {len(hits)} files in {folder} for pair {pair.name!r} "
+                       f"({', '.join(p.name for p in hits[:4])}); make the pattern more specific (e.g. the suffix).")
+    if hits:
+      found[k] = hits[0]
+  return found
+
+
+def match_fused_files(pairs: Sequence, fused_dir: str | os.PathLike, *, allow_missing: bool = False,
+                      pattern: str | None = None, method: str | None = None
                       ) -> tuple[list[tuple[Any, Path]], list[str]]:
   """Matches fused files to pairs by the pair's name (any image suffix; case-insensitive fallback).
 
   Args:
-    pairs: the pairs to score.
+    pairs: the pairs to score, in the split's order (``{index}`` counts them from 1).
     fused_dir: the folder of fused images.
     allow_missing: skip pairs without a file instead of raising.
+    pattern: a file-name template (:func:`fused_pattern_regex`) instead of the pair's name.
+    method: the value of ``{method}`` in ``pattern``.
 
   Returns:
     ``([(pair, fused path), ...], [names of the pairs without a file])``.
@@ -282,31 +376,43 @@ def match_fused_files(pairs: Sequence, fused_dir: str | os.PathLike, *, allow_mi
   Raises:
     FileNotFoundError: some pair has no fused file and ``allow_missing`` is false; the message lists
       the first few names.
+    ValueError: a bad pattern, or one that matches several files for a pair.
   """
-  index = fused_file_index(fused_dir)
-  lower: dict[str, list[Path]] = {}
-  for stem, path in index.items():
-    lower.setdefault(stem.lower(), []).append(path)
   matched, missing = [], []
-  for pair in pairs:
-    name = _safe_name(pair.name)
-    path = index.get(name)
-    if path is None and len(lower.get(name.lower(), [])) == 1:
-      path = lower[name.lower()][0]
-    if path is None:
-      missing.append(pair.name)
-    else:
-      matched.append((pair, path))
+  if pattern is not None:
+    found = _pattern_matches(pairs, fused_dir, pattern, method)
+    for k, pair in enumerate(pairs):
+      (matched.append((pair, found[k])) if k in found else missing.append(pair.name))
+    how = f"matching --fused_pattern {pattern!r}"
+    example = pattern.format(name=_safe_name(pairs[0].name), index=1, method=method or "METHOD") if pairs else ""
+  else:
+    index = fused_file_index(fused_dir)
+    lower: dict[str, list[Path]] = {}
+    for stem, path in index.items():
+      lower.setdefault(stem.lower(), []).append(path)
+    for pair in pairs:
+      name = _safe_name(pair.name)
+      path = index.get(name)
+      if path is None and len(lower.get(name.lower(), [])) == 1:
+        path = lower[name.lower()][0]
+      if path is None:
+        missing.append(pair.name)
+      else:
+        matched.append((pair, path))
+    how, example = "named after its pair", (f"{pairs[0].name}.png" if pairs else "")
   if missing and not allow_missing:
     shown = ", ".join(missing[:_MAX_LISTED]) + (f", ... ({len(missing) - _MAX_LISTED} more)"
                                                 if len(missing) > _MAX_LISTED else "")
+    hint = ("Name each fused file after its pair (<pair name>.<image suffix>) or pass --fused_pattern with the "
+            "file-name template (e.g. '{name}_IFCNN.*')" if pattern is None else
+            f"Check the template against the file names (pair 1 expects e.g. {example})")
     raise FileNotFoundError(
-        f"{len(missing)} of {len(pairs)} pairs have no fused image in {fused_dir}: {shown}. Name each fused "
-        "file after its pair (<pair name>.<image suffix>), or pass --allow_missing to score only the pairs "
-        "that have one.")
+        f"{len(missing)} of {len(pairs)} pairs have no fused image {how} in {fused_dir}: {shown}. {hint}, or pass "
+        "--allow_missing to score only the pairs that have one.")
   if not matched:
-    raise FileNotFoundError(f"None of the {len(pairs)} pairs has a fused image in {fused_dir}; the fused files "
-                            f"must be named after the pairs (e.g. {pairs[0].name}.png).")
+    raise FileNotFoundError(f"None of the {len(pairs)} pairs has a fused image {how} in {fused_dir}; the fused files "
+                            f"must be named like {example}" + (" (or pass --fused_pattern)." if pattern is None
+                                                              else "."))
   return matched, missing
 
 
@@ -435,7 +541,8 @@ def _device_name() -> str:
 
 def _evaluate(pairs: Sequence, produce: Callable, out: str | os.PathLike, *, names: Sequence[str],
               convention: str, max_side: int | None, save_fused: bool,
-              header: Mapping[str, Any], finalize: Callable[[dict, list], None] | None = None) -> dict:
+              header: Mapping[str, Any], finalize: Callable[[dict, list], None] | None = None,
+              progress: Callable[[], None] | None = None) -> dict:
   """Scores the fused image of every pair and writes metrics.csv, summary.json and summary.md.
 
   Args:
@@ -448,6 +555,7 @@ def _evaluate(pairs: Sequence, produce: Callable, out: str | os.PathLike, *, nam
     save_fused: write ``out/fused/<name>.png``.
     header: summary fields that describe the run (method, dataset, model, ...).
     finalize: ``(summary, rows) -> None``, completes the summary before it is written.
+    progress: called after each pair (scored or not), e.g. to advance a progress bar.
 
   Returns:
     The summary dict.
@@ -457,6 +565,8 @@ def _evaluate(pairs: Sequence, produce: Callable, out: str | os.PathLike, *, nam
   started = time.perf_counter()
   with _staged_folder(out) as staging:
     for k, (pair, extra) in enumerate(pairs):
+      if progress is not None and k:
+        progress()
       try:
         loaded = _load_pair(pair)
         sources, reference = list(loaded.sources), loaded.reference
@@ -478,6 +588,8 @@ def _evaluate(pairs: Sequence, produce: Callable, out: str | os.PathLike, *, nam
       rows.append(_row(pair.name, size, result, names, columns))
       shown = ", ".join(f"{n}={result[n].value:.4g}" for n in names[:4] if result[n].value is not None)
       logger.info("[%d/%d] %s (%dx%d): %s", k + 1, len(pairs), pair.name, size[0], size[1], shown)
+    if progress is not None and pairs:
+      progress()
     if not results:
       listed = "; ".join(f"{u['name']}: {u['reason']}" for u in unscored[:3])
       raise ValueError(f"None of the {len(pairs)} pairs could be scored ({listed}"
@@ -685,12 +797,14 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
                        reference_dir: str | None = None, task: str | None = None, convention: str = "clean",
                        metrics: Sequence[str] | None = None, max_pairs: int | None = None,
                        max_side: int | None = None, allow_missing: bool = False, name: str | None = None,
-                       overwrite: bool = False) -> dict:
+                       overwrite: bool = False, fused_pattern: str | None = None, pattern_method: str | None = None,
+                       progress: Callable[[], None] | None = None) -> dict:
   """Scores existing fused images (e.g. another method's results) on a benchmark set.
 
-  Each pair's fused image is ``fused_dir/<pair name>.<any image suffix>`` and must have the sources'
-  size (or, with ``max_side``, either that size or the downscaled one). A fused file that cannot be
-  read or has another size leaves its pair unscored (listed with the reason); the others are scored.
+  Each pair's fused image is ``fused_dir/<pair name>.<any image suffix>``, or the one file whose name
+  matches ``fused_pattern`` (:func:`fused_pattern_regex`), and must have the sources' size (or, with
+  ``max_side``, either that size or the downscaled one). A fused file that cannot be read or has
+  another size leaves its pair unscored (listed with the reason); the others are scored.
 
   Args:
     fused_dir: folder of fused images.
@@ -706,8 +820,11 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
     max_pairs: see :func:`evaluate_checkpoint`.
     max_side: see :func:`evaluate_checkpoint`.
     allow_missing: score the pairs that have a fused file and list the others in the summary.
-    name: method label (default the folder's name).
+    name: method label (default the folder's name, or ``pattern_method``).
     overwrite: see :func:`evaluate_checkpoint`.
+    fused_pattern: file-name template of the fused images (None: named after the pairs).
+    pattern_method: the value of ``{method}`` in ``fused_pattern``.
+    progress: called after each pair.
 
   Returns:
     The summary dict.
@@ -716,7 +833,8 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
   names = check_metric_names(metrics)
   pairs, pairs_task, split = select_pairs(dataset, data_dir, split=split, dirs=dirs, reference_dir=reference_dir,
                                           task=task, max_pairs=max_pairs)
-  matched, missing_pairs = match_fused_files(pairs, fused_dir, allow_missing=allow_missing)
+  matched, missing_pairs = match_fused_files(pairs, fused_dir, allow_missing=allow_missing, pattern=fused_pattern,
+                                             method=pattern_method)
   check_output_folder(out, overwrite=overwrite, inputs=(fused_dir, data_dir, reference_dir, *dirs))
   files = {id(pair): path for pair, path in matched}
 
@@ -737,26 +855,40 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
                         f"is {original[0]}x{original[1]}; fused images must keep the sources' size.")
     return fused, {"file": path.name}
 
-  label = name or Path(fused_dir).resolve().name
-  header = _header(label, dataset, split, pairs_task, {"max_pairs": max_pairs, "max_side": max_side})
+  label = name or pattern_method or Path(fused_dir).resolve().name
+  header = _header(label, dataset, split, pairs_task,
+                   {"max_pairs": max_pairs, "max_side": max_side, "fused_pattern": fused_pattern,
+                    "pattern_method": pattern_method, "allow_missing": allow_missing, "metrics": list(names)})
   header.update({"fused_dir": str(Path(fused_dir).resolve()), "model": None, "checkpoint": None,
                  "skipped_pairs": missing_pairs})
   return _evaluate([(pair, files.get(id(pair))) for pair in pairs], produce, out, names=names,
-                   convention=convention, max_side=max_side, save_fused=False, header=header)
+                   convention=convention, max_side=max_side, save_fused=False, header=header, progress=progress)
 
 
-def run_evaluation(options: EvalOptions) -> dict | str:
+def run_evaluation(options: EvalOptions):
   """Does what ``evaluate.py``'s flags ask: one entry point for the script and for tests.
 
   Args:
     options: the flags.
 
   Returns:
-    The summary dict of an evaluation, or the Markdown text of a comparison.
+    The summary dict of an evaluation, the Markdown text of a comparison, or, for ``methods_dir``, a
+    :class:`fusionjax.evaluation.methods.MethodsRun`.
   """
+  if options.methods_dir:
+    if options.ckpt or options.fused_dir or options.method:
+      raise ValueError("--methods_dir scores the methods' folders; drop --ckpt, --fused_dir and --method (evaluate "
+                       "those separately and pass their folders with --compare to include them).")
+    if not options.out:
+      raise ValueError("--methods_dir needs --out with the folder to write one evaluation per method and compare.md.")
+    from fusionjax.evaluation import methods  # pylint: disable=import-outside-toplevel
+    return methods.evaluate_methods(options)
+  if options.fused_pattern and not options.fused_dir:
+    raise ValueError("--fused_pattern names the files in --fused_dir (or --methods_dir); pass one of them.")
   if options.compare:
     if options.out is None:
-      raise ValueError("--compare needs --out with the Markdown file to write (e.g. --out comparison.md).")
+      raise ValueError("--compare needs --out with the folder for compare.md and compare.png (or a file ending in "
+                       ".md for the table alone).")
     if options.ckpt or options.fused_dir or options.method:
       raise ValueError("--compare only tabulates earlier evaluations; drop --ckpt, --fused_dir and --method.")
     return reports.compare_summaries(list(options.compare), options.out)
@@ -778,4 +910,4 @@ def run_evaluation(options: EvalOptions) -> dict | str:
   if options.method:
     return evaluate_baseline(options.method, options.dataset, options.out, **common)
   return evaluate_fused_dir(options.fused_dir, options.dataset, options.out, allow_missing=options.allow_missing,
-                            **common)
+                            fused_pattern=options.fused_pattern, **common)
