@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
   fuse.add_argument("--task", choices=("mfif", "meif", "ivf", "mif"), default=None,
                     help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP)
   fuse.add_argument("--tile-size", type=int, default=inference.DEFAULT_TILE_SIZE,
-                    help="fuse images larger than this in overlapping tiles (default %(default)s)")
+                    help="fuse images larger than this in overlapping tiles of at most "
+                         f"{inference.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
   fuse.add_argument("--overlap", type=int, default=inference.DEFAULT_TILE_OVERLAP,
                     help="overlap of neighbouring tiles in pixels (default %(default)s)")
   fuse.add_argument("--grey", action="store_true", help="write the fused luma only, even for colour sources")
@@ -112,7 +113,8 @@ def _fuse(args: argparse.Namespace) -> int:
   for note in [n for d in decoded for n in d.notes] + alpha_notes:
     _note(note)
   fused = inference.fuse_images(fusion_model, images, tile_size=args.tile_size, tile_overlap=args.overlap,
-                                grey=args.grey)
+                                grey=args.grey,
+                                progress=inference.terminal_progress("tiles"))
   if not np.isfinite(fused).all():
     return _error(f"the fused image holds NaN or infinite values: the {fusion_model.task} checkpoint "
                   f"{fusion_model.path} (step {fusion_model.step}) is damaged or its training diverged; "
