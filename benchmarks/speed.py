@@ -322,8 +322,8 @@ def readme_summary(args, ceil, infer, comps, train, comp) -> str:
   dw = {impl: comps[f"depthwise 7x7 conv, '{impl}'"] for impl in ops.IMPLEMENTATIONS["depthwise_conv2d"]}
   lines = [f"`python benchmarks/speed.py{' --quick' if args.quick else ''}` on {os.cpu_count()} CPU cores "
            f"({datetime.date.today().isoformat()}); 224×448, batch 1, float32; ratios from one run "
-           f"(dense 3×3 conv ran at {conv_rate / 1e9:.0f} GFLOP/s). Full report: `results/speed.md`.", "",
-           _table(["network", "GFLOPs", "s", "GFLOP/s ÷ dense conv", "time ÷ IFCNN"], table), "",
+           f"(dense 3×3 conv ran at {conv_rate / 1e9:.0f} GFLOP/s). Full report: `results/speed.md`.",
+           _table(["network", "GFLOPs", "s", "GFLOP/s ÷ dense conv", "time ÷ IFCNN"], table),
            f"7×7 depthwise convolution: {dw['shifted'].flops / dw['shifted'].best / conv_rate:.2f} of the dense-conv "
            f"rate as shifted multiply-adds, {dw['xla'].flops / dw['xla'].best / conv_rate:.3f} as XLA's grouped "
            "convolution."]
@@ -336,7 +336,7 @@ def readme_summary(args, ceil, infer, comps, train, comp) -> str:
   if comp:
     lines.append(f"`fusionjax fuse` of a TNO pair as a new process: {comp['first']:.0f} s with an empty compilation "
                  f"cache, {comp['second']:.0f} s when the cache holds the program.")
-  return "\n\n".join(lines[:4]) + "\n\n" + "\n".join(f"- {line}" for line in lines[4:]) + "\n"
+  return "\n\n".join(lines[:2]) + "\n\n" + "\n".join(f"- {line}" for line in lines[2:]) + "\n"
 
 
 def main(argv=None) -> None:
