@@ -310,12 +310,17 @@ def _stats_to_dict(stats) -> dict | None:
   if stats is None:
     return None
   out = {}
-  for name in ("num_steps", "abs_residual", "rel_residual", "converged", "finite"):
+  for name in ("num_steps", "abs_residual", "rel_residual", "converged", "finite", "result"):
     value = getattr(stats, name, None)
     if value is None:
       continue
     value = np.asarray(value)
-    out[name] = bool(value.all()) if value.dtype == bool else float(value.max())
+    if value.dtype == bool:
+      out[name] = bool(value.all())
+    elif name == "result":
+      out[name] = int(value.max())  # fusionjax.deq.RESULTS codes rise with severity: the worst one.
+    else:
+      out[name] = float(value.max())
   return out
 
 
@@ -374,7 +379,7 @@ class LumaFusion:
     luma: (H, W, 1) float32 fused Y in [0, 1].
     solver_stats: the deep-equilibrium solver's statistics (worst over tiles and steps), or None for
       networks without a solver: ``num_steps``, ``abs_residual``, ``rel_residual`` (max),
-      ``converged``, ``finite`` (all).
+      ``converged``, ``finite`` (all), ``result`` (the worst ``fusionjax.deq.RESULTS`` code).
     compiled: whether a new input shape had to be compiled for this call (its wall time then
       includes compilation).
     tiles: how many tiles each pairwise fusion used.
