@@ -312,6 +312,33 @@ def report(args, ceil, infer, comps, train, comp, large) -> str:
   return "\n".join(out) + "\n"
 
 
+def readme_summary(args, ceil, infer, comps, train, comp) -> str:
+  """The README's short speed table (the full report is results/speed.md)."""
+  conv_rate = ceil["conv"].flops / ceil["conv"].best
+  rows = infer["rows"]
+  ifcnn = rows["IFCNN (Zhang et al. 2020)"][0].best
+  table = [[name, f"{flops / 1e9:.1f}", f"{t.best:.2f}", f"{flops / t.best / conv_rate:.2f}", f"{t.best / ifcnn:.1f}"]
+           for name, (t, flops) in rows.items()]
+  dw = {impl: comps[f"depthwise 7x7 conv, '{impl}'"] for impl in ops.IMPLEMENTATIONS["depthwise_conv2d"]}
+  lines = [f"`python benchmarks/speed.py{' --quick' if args.quick else ''}` on {os.cpu_count()} CPU cores "
+           f"({datetime.date.today().isoformat()}); 224×448, batch 1, float32; ratios from one run "
+           f"(dense 3×3 conv ran at {conv_rate / 1e9:.0f} GFLOP/s). Full report: `results/speed.md`.",
+           _table(["network", "GFLOPs", "s", "GFLOP/s ÷ dense conv", "time ÷ IFCNN"], table),
+           f"7×7 depthwise convolution: {dw['shifted'].flops / dw['shifted'].best / conv_rate:.2f} of the dense-conv "
+           f"rate as shifted multiply-adds, {dw['xla'].flops / dw['xla'].best / conv_rate:.3f} as XLA's grouped "
+           "convolution."]
+  for r in train:
+    prev = r.get("previous")
+    if prev:
+      lines.append(f"Training step `{r['config']}` ({r['batch_size']}×{r['patch_size']}²): {r['sec_per_step']:.2f} s, "
+                   f"{prev['sec_per_step'] / r['sec_per_step']:.2f}× faster than the previous formulation "
+                   f"(same loss to {abs(prev['loss'] - r['loss']):.0e}).")
+  if comp:
+    lines.append(f"`fusionjax fuse` of a TNO pair as a new process: {comp['first']:.0f} s with an empty compilation "
+                 f"cache, {comp['second']:.0f} s when the cache holds the program.")
+  return "\n\n".join(lines[:2]) + "\n\n" + "\n".join(f"- {line}" for line in lines[2:]) + "\n"
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--height", type=int, default=224)
@@ -320,8 +347,20 @@ def main(argv=None) -> None:
   parser.add_argument("--quick", action="store_true", help="no FRUFN; training only MFIF full and :cpu")
   parser.add_argument("--no_train", action="store_true", help="skip the training steps")
   parser.add_argument("--large", action="store_true", help="also fuse a 4000x3000 pair")
+  parser.add_argument("--only_large", action="store_true", help="only the 4000x3000 fuse (appended to --out)")
   parser.add_argument("--out", default=str(ROOT / "results" / "speed.md"))
+  parser.add_argument("--readme", default=None,
+                      help="also replace the block between <!-- speed:begin --> and <!-- speed:end --> of this file")
   args = parser.parse_args(argv)
+  if args.only_large:
+    large = large_section()
+    text = (f"\n## Large image\n\n`python benchmarks/speed.py --only_large`: `fusionjax fuse` of a {large['size']} pair "
+            f"(Lytro 20 upscaled), shipped MFIF stage: {large['wall_s']:.0f} s, peak resident memory "
+            f"{large['peak_rss_mib']:.0f} MiB.\n")
+    print(text)
+    with open(args.out, "a") as f:
+      f.write(text)
+    return
   ceil = ceilings(args.height, args.width, args.runs)
   infer = inference_section(args.height, args.width, args.runs, args.quick)
   comps = components_section(args.height, args.width, args.runs)
@@ -331,6 +370,11 @@ def main(argv=None) -> None:
   text = report(args, ceil, infer, comps, train, comp, large)
   print(text)
   Path(args.out).write_text(text)
+  if args.readme:
+    sys.path.insert(0, str(ROOT / "results"))
+    from make_tables import update_readme
+    update_readme(Path(args.readme), readme_summary(args, ceil, infer, comps, train, comp),
+                  "<!-- speed:begin -->", "<!-- speed:end -->")
 
 
 if __name__ == "__main__":

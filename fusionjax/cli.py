@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "by the rule-based chroma, without ColorNet")
   fuse.add_argument("--pad-multiple", type=int, default=None, metavar="M", help=_PAD_HELP)
   fuse.add_argument("--tile-size", type=int, default=inference.DEFAULT_TILE_SIZE,
-                    help="fuse images larger than this in overlapping tiles (default %(default)s)")
+                    help="fuse images larger than this in overlapping tiles of at most "
+                         f"{inference.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
   fuse.add_argument("--overlap", type=int, default=inference.DEFAULT_TILE_OVERLAP,
                     help="overlap of neighbouring tiles in pixels (default %(default)s)")
   fuse.add_argument("--grey", action="store_true", help="write the fused luma only, even for colour sources")
@@ -161,15 +162,15 @@ def _load_fusion(args: argparse.Namespace):
   return inference.load_model(args.ckpt, task=args.task)
 
 
-def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None):
-  """``images -> (fused, compiled)`` for a loaded model or exported program."""
+def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, progress=None):
+  """``images -> (fused, compiled)`` for a loaded model or exported program (``progress``: tiles done)."""
   if hasattr(fusion, "exported"):
     return lambda images: fusion.fuse_images(images, tile_size=args.tile_size, tile_overlap=args.overlap,
                                              grey=args.grey, pad_multiple=pad_multiple)
 
   def fuse(images):
     fused, info = inference.fuse_images_with_info(fusion, images, tile_size=args.tile_size, tile_overlap=args.overlap,
-                                                  grey=args.grey, pad_multiple=pad_multiple)
+                                                  grey=args.grey, pad_multiple=pad_multiple, progress=progress)
     return fused, info.compiled
 
   return fuse
@@ -210,7 +211,7 @@ def _fuse(args: argparse.Namespace) -> int:
     return _error(str(error))
   for note in [n for d in decoded for n in d.notes] + alpha_notes:
     _note(note)
-  fused, _ = _fuse_function(fusion, args, args.pad_multiple)(images)
+  fused, _ = _fuse_function(fusion, args, args.pad_multiple, progress=inference.terminal_progress("tiles"))(images)
   if not np.isfinite(fused).all():
     return _error(f"the fused image holds NaN or infinite values: the {_describe(fusion)} is damaged or its "
                   "training diverged; use another checkpoint. Nothing was written.")

@@ -61,6 +61,11 @@ DEFAULT_TILE_SIZE = 1024
 #: practice (the tests measure the difference to the untiled output).
 DEFAULT_TILE_OVERLAP = 128
 
+#: Default side of the tiles that an image larger than the tile size is cut into. The work is about
+#: the same as with larger tiles (more overlap, less padding beyond the image), while the memory of
+#: one network call is a quarter of a 1024 x 1024 tile's (``python benchmarks/speed.py --large``).
+DEFAULT_SPLIT_SIZE = 512
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +91,8 @@ def _round_up(value: int, multiple: int) -> int:
   return -(-int(value) // multiple) * multiple
 
 
-def tile_grid(length: int, tile_size: int, overlap: int, align: int) -> TileGrid:
+def tile_grid(length: int, tile_size: int, overlap: int, align: int,
+              split_size: int | None = None) -> TileGrid:
   """Splits one axis into aligned, overlapping tiles.
 
   Every tile of a split axis has the full ``tile_size``, so one compiled function serves every
@@ -96,20 +102,24 @@ def tile_grid(length: int, tile_size: int, overlap: int, align: int) -> TileGrid
 
   Args:
     length: the image length along the axis.
-    tile_size: the largest tile length (rounded up to a multiple of ``align``).
+    tile_size: the longest axis kept in one piece (rounded up to a multiple of ``align``).
     overlap: overlap between neighbouring tiles (rounded up to a multiple of ``align``).
     align: tile starts and lengths are multiples of this.
+    split_size: the tile length of an axis longer than ``tile_size`` (default ``tile_size``;
+      rounded up to ``align``, and to more than twice the overlap).
 
   Returns:
     A :class:`TileGrid`; a single tile of ``length`` rounded up to ``align`` when it fits.
   """
   if length <= 0:
     raise ValueError(f"Image axis length must be positive, got {length}.")
-  tile = _round_up(tile_size, align)
+  whole = _round_up(tile_size, align)
   overlap = _round_up(overlap, align) if overlap > 0 else 0
-  if length <= tile:
+  if length <= whole:
     padded = _round_up(length, align)
     return TileGrid(length, padded, padded, (0,), 0)
+  tile = _round_up(min(split_size or tile_size, tile_size), align)
+  tile = max(tile, _round_up(2 * overlap + 1, align))
   stride = tile - overlap
   count = -(-(length - tile) // stride) + 1
   starts = tuple(k * stride for k in range(count))
@@ -173,50 +183,107 @@ def _reflect_pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def tiled_apply(fn: Callable[..., np.ndarray], inputs: Sequence[np.ndarray], *,
                 tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_TILE_OVERLAP,
-                align: int = 1) -> np.ndarray:
+                align: int = 1, batch: int | None = None, split_size: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Applies an image-to-image function tile by tile and blends the tiles without seams.
 
   The inputs are padded by reflection (bottom/right) to a size that the aligned tiles cover; every
-  tile has the same shape, so ``fn`` compiles once; tiles run one at a time, so memory is bounded
-  by one tile's forward pass plus the full-size output.
+  tile has the same shape, so ``fn`` compiles once. Tiles are processed ``batch`` at a time, so
+  memory is bounded by one call of ``fn`` on ``batch`` tiles plus the full-size inputs and output
+  (about ``(4 + sum of input channels + output channels) * H * W * 4`` bytes here), whatever the
+  image size.
 
   Args:
-    fn: maps tiles ``(h, w, C_i)`` of each input to an array ``(h, w, C_out)``.
+    fn: with ``batch=None``, maps tiles ``(h, w, C_i)`` of each input to an array
+      ``(h, w, C_out)``; with an integer ``batch``, maps stacks of ``n <= batch`` tiles
+      ``(n, h, w, C_i)`` to ``(n, h, w, C_out)``.
     inputs: arrays (H, W, C_i) of one common H x W.
-    tile_size: largest tile side; an image no larger than this on both sides is one tile.
+    tile_size: an image no larger than this on both sides is one tile; a longer axis is cut into
+      tiles of ``split_size``.
     overlap: overlap between neighbouring tiles (see :func:`blend_weights`).
     align: tile origins and sizes are multiples of this (the network's window/pooling multiple, so
       that every tile sees the same window partition and pooling cells as the whole image).
+    batch: tiles per call of ``fn`` (see ``fn``); None for single-tile calls.
+    split_size: tile side on a split axis; default ``min(tile_size, DEFAULT_SPLIT_SIZE)``.
+    progress: called as ``progress(tiles_done, tiles_total)`` after every call of ``fn``.
 
   Returns:
     float32 array (H, W, C_out).
   """
   _check_tiling(tile_size, overlap)
+  if batch is not None and int(batch) < 1:
+    raise ValueError(f"tile batch must be a positive integer, got {batch}.")
   if not inputs:
     raise ValueError("tiled_apply needs at least one input.")
   height, width = inputs[0].shape[:2]
   for array in inputs:
     if array.shape[:2] != (height, width):
       raise ValueError(f"tiled_apply inputs must share H x W, got {[a.shape for a in inputs]}.")
-  rows = tile_grid(height, tile_size, overlap, align)
-  cols = tile_grid(width, tile_size, overlap, align)
+  split_size = split_size or min(int(tile_size), DEFAULT_SPLIT_SIZE)
+  rows = tile_grid(height, tile_size, overlap, align, split_size)
+  cols = tile_grid(width, tile_size, overlap, align, split_size)
   padded = [_reflect_pad(np.asarray(a, np.float32), rows.padded, cols.padded) for a in inputs]
-  if len(rows.starts) == 1 and len(cols.starts) == 1:
-    return np.asarray(fn(*padded), np.float32)[:height, :width]
+  call = fn if batch is not None else (lambda *tiles: np.asarray(fn(*(t[0] for t in tiles)))[None])
+  tiles = [(i, j) for i in range(len(rows.starts)) for j in range(len(cols.starts))]
+  if len(tiles) == 1:
+    out = np.asarray(call(*(a[None] for a in padded)), np.float32)[0][:height, :width]
+    if progress is not None:
+      progress(1, 1)
+    return out
   output = None
   total = np.zeros((rows.padded, cols.padded, 1), np.float64)
-  for i, top in enumerate(rows.starts):
-    weight_rows = blend_weights(rows, i)
-    for j, left in enumerate(cols.starts):
-      weight = np.outer(weight_rows, blend_weights(cols, j))[..., None]
-      window = (slice(top, top + rows.tile), slice(left, left + cols.tile))
-      tile_out = np.asarray(fn(*(a[window] for a in padded)), np.float64)
+  step = int(batch or 1)
+  for first in range(0, len(tiles), step):
+    chunk = tiles[first:first + step]
+    windows = [(slice(rows.starts[i], rows.starts[i] + rows.tile),
+                slice(cols.starts[j], cols.starts[j] + cols.tile)) for i, j in chunk]
+    outs = np.asarray(call(*(np.stack([a[w] for w in windows]) for a in padded)), np.float64)
+    for (i, j), window, tile_out in zip(chunk, windows, outs):
+      weight = np.outer(blend_weights(rows, i), blend_weights(cols, j))[..., None]
       if output is None:
         output = np.zeros((rows.padded, cols.padded, tile_out.shape[-1]), np.float64)
       output[window] += weight * tile_out
       total[window] += weight
+    if progress is not None:
+      progress(first + len(chunk), len(tiles))
   # The weights are a partition of unity; dividing guards against rounding only.
   return (output / total)[:height, :width].astype(np.float32)
+
+
+def terminal_progress(label: str = "tiles", stream=None) -> Callable[[int, int], None] | None:
+  """A ``progress`` callback drawing a bar (done / total, rate, ETA) on a terminal, else None.
+
+  Args:
+    label: what is counted.
+    stream: where to draw (default ``sys.stderr``); nothing is drawn unless it is a terminal, and
+      nothing for a single tile.
+
+  Returns:
+    A callback for :func:`tiled_apply` / :func:`fuse_images`, or None when ``stream`` is no TTY.
+  """
+  import sys
+  stream = stream if stream is not None else sys.stderr
+  if not getattr(stream, "isatty", lambda: False)():
+    return None
+  state: dict = {}
+
+  def update(done: int, total: int) -> None:
+    if total <= 1:
+      return
+    bar = state.get("bar")
+    if bar is None or bar.total != total:
+      from tqdm import tqdm
+      if bar is not None:
+        bar.close()
+      bar = state["bar"] = tqdm(total=total, unit=label[:-1] if label.endswith("s") else label, desc=label,
+                                file=stream, leave=False)
+      bar.n = 0
+    bar.update(done - bar.n)
+    if done >= total:
+      bar.close()
+      state.pop("bar")
+
+  return update
 
 
 def _as_variables(params: Any) -> Mapping:
@@ -243,12 +310,17 @@ def _stats_to_dict(stats) -> dict | None:
   if stats is None:
     return None
   out = {}
-  for name in ("num_steps", "abs_residual", "rel_residual", "converged", "finite"):
+  for name in ("num_steps", "abs_residual", "rel_residual", "converged", "finite", "result"):
     value = getattr(stats, name, None)
     if value is None:
       continue
     value = np.asarray(value)
-    out[name] = bool(value.all()) if value.dtype == bool else float(value.max())
+    if value.dtype == bool:
+      out[name] = bool(value.all())
+    elif name == "result":
+      out[name] = int(value.max())  # fusionjax.deq.RESULTS codes rise with severity: the worst one.
+    else:
+      out[name] = float(value.max())
   return out
 
 
@@ -307,7 +379,7 @@ class LumaFusion:
     luma: (H, W, 1) float32 fused Y in [0, 1].
     solver_stats: the deep-equilibrium solver's statistics (worst over tiles and steps), or None for
       networks without a solver: ``num_steps``, ``abs_residual``, ``rel_residual`` (max),
-      ``converged``, ``finite`` (all).
+      ``converged``, ``finite`` (all), ``result`` (the worst ``fusionjax.deq.RESULTS`` code).
     compiled: whether a new input shape had to be compiled for this call (its wall time then
       includes compilation).
     tiles: how many tiles each pairwise fusion used.
@@ -338,7 +410,8 @@ def _check_luma(y: np.ndarray, name: str) -> np.ndarray:
 
 
 def fuse_luma(fusion_model, lumas: Sequence[np.ndarray], *, tile_size: int = DEFAULT_TILE_SIZE,
-              tile_overlap: int = DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None) -> LumaFusion:
+              tile_overlap: int = DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None,
+              tile_batch: int = 1, progress: Callable[[int, int], None] | None = None) -> LumaFusion:
   """Fuses two or more luma images with the network, sequentially in the order given.
 
   Args:
@@ -349,6 +422,9 @@ def fuse_luma(fusion_model, lumas: Sequence[np.ndarray], *, tile_size: int = DEF
     tile_overlap: overlap of neighbouring tiles.
     pad_multiple: pad inputs to a multiple of this (and of the network's own multiple) to share
       compiled shapes; ``None`` pads exactly as the network does (see the module docstring).
+    tile_batch: tiles fused per network call (memory grows with it; the solver stops each image
+      on its own, so batching does not change the result).
+    progress: ``progress(tiles_done, tiles_total)`` per network call (see :func:`terminal_progress`).
 
   Returns:
     A :class:`LumaFusion`.
@@ -367,19 +443,20 @@ def fuse_luma(fusion_model, lumas: Sequence[np.ndarray], *, tile_size: int = DEF
 
   def run(t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
     nonlocal new_shape, tile_count
-    key = ("network",) + t1.shape
+    key = ("network",) + t1.shape[1:]
     if key not in compiled.seen_shapes:
       compiled.seen_shapes.add(key)
       new_shape = True
-    tile_count += 1
-    fused, stats = compiled.network(variables, t1[None], t2[None])
+    tile_count += t1.shape[0]
+    fused, stats = compiled.network(variables, t1, t2)
     stats_seen.append(_stats_to_dict(stats))
-    return np.asarray(fused[0])
+    return np.asarray(fused)
 
   fused = lumas[0]
   for nxt in lumas[1:]:
     tile_count = 0
-    fused = tiled_apply(run, [fused, nxt], tile_size=tile_size, overlap=tile_overlap, align=align)
+    fused = tiled_apply(run, [fused, nxt], tile_size=tile_size, overlap=tile_overlap, align=align,
+                        batch=tile_batch, progress=progress)
     fused = np.clip(fused, 0.0, 1.0)
   merged = None
   for stats in stats_seen:
@@ -469,12 +546,13 @@ def fuse_chroma_sources(fusion_model, chromas: Sequence[np.ndarray | None], luma
     align = int(pad_multiple or 1)
 
     def run(c1, c2, y):
-      compiled.seen_shapes.add(("colornet",) + c1.shape)
-      return np.asarray(compiled.colornet(variables, c1[None], c2[None], y[None])[0])
+      compiled.seen_shapes.add(("colornet",) + c1.shape[1:])
+      return np.asarray(compiled.colornet(variables, c1, c2, y))
 
     fused = chromas[0]
     for nxt, luma in zip(chromas[1:], lumas_so_far):
-      fused = tiled_apply(run, [fused, nxt, luma], tile_size=tile_size, overlap=tile_overlap, align=align)
+      fused = tiled_apply(run, [fused, nxt, luma], tile_size=tile_size, overlap=tile_overlap, align=align,
+                          batch=1)
       fused = np.clip(fused, 0.0, 1.0)
     return fused
   return np.asarray(color.fuse_chroma_many([c.astype(np.float64) for c in coloured]), np.float32)
@@ -482,7 +560,8 @@ def fuse_chroma_sources(fusion_model, chromas: Sequence[np.ndarray | None], luma
 
 def fuse_images(fusion_model, images: Sequence[np.ndarray], *, tile_size: int = DEFAULT_TILE_SIZE,
                 tile_overlap: int = DEFAULT_TILE_OVERLAP, grey: bool = False,
-                use_colornet: bool = True, pad_multiple: int | None = None) -> np.ndarray:
+                use_colornet: bool = True, pad_multiple: int | None = None, tile_batch: int = 1,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Fuses two or more registered images of one size with a fusion network.
 
   Args:
@@ -497,17 +576,21 @@ def fuse_images(fusion_model, images: Sequence[np.ndarray], *, tile_size: int = 
     use_colornet: use the checkpoint's ColorNet (if any) for the chroma of colour sources.
     pad_multiple: coarser input padding to share compiled shapes (``None``: exact, see the module
       docstring).
+    tile_batch: tiles per network call on large images (see :func:`fuse_luma`).
+    progress: ``progress(tiles_done, tiles_total)`` callback (see :func:`terminal_progress`).
 
   Returns:
     float32 (H, W, 3) RGB when any source is colour (and ``grey`` is false), else (H, W, 1).
   """
   return fuse_images_with_info(fusion_model, images, tile_size=tile_size, tile_overlap=tile_overlap,
-                               grey=grey, use_colornet=use_colornet, pad_multiple=pad_multiple)[0]
+                               grey=grey, use_colornet=use_colornet, pad_multiple=pad_multiple,
+                               tile_batch=tile_batch, progress=progress)[0]
 
 
 def fuse_images_with_info(fusion_model, images: Sequence[np.ndarray], *, tile_size: int = DEFAULT_TILE_SIZE,
                           tile_overlap: int = DEFAULT_TILE_OVERLAP, grey: bool = False,
-                          use_colornet: bool = True, pad_multiple: int | None = None
+                          use_colornet: bool = True, pad_multiple: int | None = None,
+                          tile_batch: int = 1, progress: Callable[[int, int], None] | None = None
                           ) -> tuple[np.ndarray, LumaFusion]:
   """:func:`fuse_images` that also returns the :class:`LumaFusion` (solver statistics, compilation).
 
@@ -519,6 +602,8 @@ def fuse_images_with_info(fusion_model, images: Sequence[np.ndarray], *, tile_si
     grey: see :func:`fuse_images`.
     use_colornet: see :func:`fuse_images`.
     pad_multiple: see :func:`fuse_images`.
+    tile_batch: see :func:`fuse_images`.
+    progress: see :func:`fuse_images`.
 
   Returns:
     ``(fused image, luma fusion info)``.
@@ -531,7 +616,7 @@ def fuse_images_with_info(fusion_model, images: Sequence[np.ndarray], *, tile_si
   chromas = [c for _, c in split]
   if len(lumas) == 2 or grey or all(c is None for c in chromas) or fusion_model.colornet is None:
     info = fuse_luma(fusion_model, lumas, tile_size=tile_size, tile_overlap=tile_overlap,
-                     pad_multiple=pad_multiple)
+                     pad_multiple=pad_multiple, tile_batch=tile_batch, progress=progress)
     steps = [info.luma] if len(lumas) == 2 else None
   else:
     # ColorNet on a sequence needs the fused luma after every pairwise step.
@@ -539,7 +624,7 @@ def fuse_images_with_info(fusion_model, images: Sequence[np.ndarray], *, tile_si
     fused = lumas[0]
     for nxt in lumas[1:]:
       step = fuse_luma(fusion_model, [fused, nxt], tile_size=tile_size, tile_overlap=tile_overlap,
-                       pad_multiple=pad_multiple)
+                       pad_multiple=pad_multiple, tile_batch=tile_batch, progress=progress)
       fused = step.luma
       steps.append(fused)
       info = step if info is None else LumaFusion(fused, _merge_stats(info.solver_stats, step.solver_stats),

@@ -222,14 +222,14 @@ def _display_path(path: Path) -> str:
     return str(path)
 
 
-def update_readme(readme: Path, markdown: str) -> None:
-  """Replaces the README's results block (between the two markers) with ``markdown``."""
+def update_readme(readme: Path, markdown: str, begin: str = README_BEGIN, end: str = README_END) -> None:
+  """Replaces the README's block between the markers ``begin`` and ``end`` with ``markdown``."""
   text = readme.read_text()
-  if README_BEGIN not in text or README_END not in text:
-    raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} block to replace.")
-  head, rest = text.split(README_BEGIN, 1)
-  _, tail = rest.split(README_END, 1)
-  reports.write_text_atomic(readme, f"{head}{README_BEGIN}\n{markdown}{README_END}{tail}")
+  if begin not in text or end not in text:
+    raise ValueError(f"{readme} has no {begin} ... {end} block to replace.")
+  head, rest = text.split(begin, 1)
+  _, tail = rest.split(end, 1)
+  reports.write_text_atomic(readme, f"{head}{begin}\n{markdown}{end}{tail}")
 
 
 def main(argv=None) -> None:

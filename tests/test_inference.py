@@ -20,6 +20,8 @@ from fusionjax import color
 from fusionjax import imageio
 from fusionjax import inference
 from fusionjax import models
+from fusionjax import weights
+from fusionjax.data import sample_pairs
 from shared_data import SHARED_DATA
 
 DATA_DIR = SHARED_DATA
@@ -397,3 +399,63 @@ def test_padding_matches_the_network_and_pad_multiple_buckets_shapes(frufn):
   np.testing.assert_array_equal(bucketed[0].luma, exact.luma)
   with pytest.raises(ValueError, match="positive"):
     inference.network_align(frufn, pad_multiple=0)
+
+
+def test_tiled_apply_batches_and_reports_progress():
+  rng = np.random.default_rng(_fresh_seed())
+  image = rng.random((173, 251, 2)).astype(np.float32)
+  fn = _box_filter(radius=7)
+  single = inference.tiled_apply(fn, [image], tile_size=96, overlap=32, align=32)
+  calls, seen = [], []
+
+  def batched(stack):
+    calls.append(stack.shape[0])
+    return np.stack([fn(tile) for tile in stack])
+
+  out = inference.tiled_apply(batched, [image], tile_size=96, overlap=32, align=32, batch=4,
+                              progress=lambda done, total: seen.append((done, total)))
+  np.testing.assert_allclose(out, single, atol=1e-6)
+  total = seen[-1][1]
+  assert total == sum(calls) > 4 and max(calls) == 4
+  assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == total
+  with pytest.raises(ValueError, match="tile batch"):
+    inference.tiled_apply(batched, [image], tile_size=96, overlap=32, batch=0)
+
+
+def test_large_axes_are_split_into_smaller_tiles():
+  # An axis that fits the tile size stays whole; a longer one is cut into split-size tiles.
+  whole = inference.tile_grid(1000, 1024, 128, 32, split_size=512)
+  assert whole.starts == (0,) and whole.tile == 1024
+  split = inference.tile_grid(3000, 1024, 128, 32, split_size=512)
+  assert split.tile == 512 and split.starts[-1] + split.tile >= 3000
+  assert all(b - a == 512 - 128 for a, b in zip(split.starts, split.starts[1:]))
+  # Without split_size the tiles keep the tile size, as before.
+  assert inference.tile_grid(3000, 1024, 128, 32).tile == 1024
+
+
+def test_terminal_progress_draws_only_on_a_terminal():
+  import io
+
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  assert inference.terminal_progress(stream=io.StringIO()) is None
+  screen = Terminal()
+  update = inference.terminal_progress("tiles", stream=screen)
+  update(1, 1)  # a single tile draws nothing
+  assert screen.getvalue() == ""
+  for done in range(1, 5):
+    update(done, 4)
+  assert "tiles:" in screen.getvalue() and "/4 [" in screen.getvalue()
+
+
+def test_batched_tiles_fuse_like_single_tiles():
+  model = checkpoints.load_fusion_model(weights.shipped_checkpoint("ivf"))
+  pair = sample_pairs.sample_pair("tno")
+  lumas = [inference.split_luma_chroma(imageio.load_image(p))[0][:192, :256] for p in pair.sources]
+  kwargs = dict(tile_size=128, tile_overlap=32)
+  one = inference.fuse_luma(model, lumas, **kwargs)
+  three = inference.fuse_luma(model, lumas, tile_batch=3, **kwargs)
+  assert one.tiles == three.tiles > 3
+  np.testing.assert_allclose(three.luma, one.luma, atol=2e-5)
