@@ -375,6 +375,8 @@ class FRUFN(_FusionNetwork):
 
 #: The collection EFRUFN sows its differentiable fixed-point residual into, when it is mutable.
 RESIDUAL_COLLECTION = "losses"
+#: The flax rng stream whose presence asks EFRUFN for the Jacobian penalty (its Hutchinson probes).
+JACOBIAN_RNG = "jacobian"
 
 
 def relative_residual(z_next, z) -> jnp.ndarray:
@@ -421,6 +423,10 @@ class EFRUFN(_FusionNetwork):
   under the Jacobian-free backward nothing else keeps the map contractive, and CPU runs of the
   reduced EFRUFN without it drifted from a residual of 4e-3 after 3 iterations to 0.6-0.8 within
   100-150 steps, after which the loss rose back above its starting value (results/README.md).
+  If the call also has a ``'jacobian'`` rng stream (``rngs={'jacobian': key}``), the unit's
+  :func:`fusionjax.deq.jacobian_penalty` at the same stopped solution (a one-probe Hutchinson
+  estimate of ``||df/dz||_F^2 / dim z``, Bai et al. 2021) is sown as ``losses/jacobian_penalty``,
+  differentiable in the parameters (``config.loss.jacobian``).
   Inference leaves the collection immutable and pays nothing.
   """
 
@@ -490,6 +496,10 @@ class EFRUFN(_FusionNetwork):
       z_star = jax.lax.stop_gradient(solution.value)
       residual = relative_residual(step(z_star, (params, f1, f2)), z_star)
       self.sow(RESIDUAL_COLLECTION, "fixed_point_residual", residual)
+      if self.has_rng(JACOBIAN_RNG):
+        # Asked for by training only (loss.jacobian > 0): one vector-Jacobian product per probe.
+        penalty = deq.jacobian_penalty(step, z_star, (params, f1, f2), self.make_rng(JACOBIAN_RNG))
+        self.sow(RESIDUAL_COLLECTION, "jacobian_penalty", penalty)
     d_star = solution.value[0]
     if use_mask:
       self.sow("intermediates", "mask", padding.crop_to(solution.value[1], height, width))

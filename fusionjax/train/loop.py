@@ -316,7 +316,7 @@ def build_programs(config: ml_collections.ConfigDict, teacher: Teacher | None) -
       "patch_size": int(config.data.patch_size),
       "weights": {"gradient_transfer": float(config.loss.lambda_gt) if teacher is not None else 0.0,
                   "texture": float(config.loss.beta1), "structure": float(config.loss.beta2),
-                  "fixed_point": fixed_point_weight(config)},
+                  "fixed_point": fixed_point_weight(config), "jacobian": jacobian_weight(config)},
       "teacher_model": teacher.metadata["model"] if teacher is not None else None,
   }
   return _programs(json.dumps(spec, sort_keys=True), config.get("num_devices"))
@@ -328,6 +328,20 @@ def fixed_point_weight(config) -> float:
   if str(config.model.get("name", "efrufn")).lower() != "efrufn":
     return 0.0
   return float(config.loss.get("fixed_point", 0.0))
+
+
+def jacobian_weight(config) -> float:
+  """γ_J of EFRUFN's Jacobian penalty (``config.loss.jacobian``, 0 when absent).
+
+  Raises:
+    ValueError: for γ_J > 0 with a network other than EFRUFN (FRUFN has no fixed-point map).
+  """
+  weight = float(config.loss.get("jacobian", 0.0))
+  name = str(config.model.get("name", "efrufn")).lower()
+  if weight > 0 and name != "efrufn":
+    raise ValueError(f"config.loss.jacobian={weight} needs EFRUFN (the Jacobian penalty is taken at its "
+                     f"fixed point); model {name!r} has none. Set --config.loss.jacobian=0.")
+  return weight
 
 
 def _init_from_checkpoint(path: str, template: dict) -> dict:

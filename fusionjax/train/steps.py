@@ -49,12 +49,15 @@ class LossWeights:
     structure: β2, weight of L_stru (stage 3).
     fixed_point: γ, weight of EFRUFN's fixed-point residual (not in the paper; see
       :class:`fusionjax.models.EFRUFN`); 0 leaves it out.
+    jacobian: γ_J, weight of EFRUFN's Jacobian penalty ``||df/dz||_F^2 / dim z`` at the solution
+      (Bai et al. 2021; not in the paper); 0 leaves it out.
   """
 
   gradient_transfer: float = 0.0
   texture: float = 0.0
   structure: float = 0.0
   fixed_point: float = 0.0
+  jacobian: float = 0.0
 
 
 def fusion_loss(task: str, fused: jax.Array, batch: Mapping[str, jax.Array], weights: LossWeights,
@@ -159,7 +162,11 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
   if weights.fixed_point > 0 and not isinstance(model, unfolding.EFRUFN):
     raise ValueError(f"The fixed-point residual term (γ={weights.fixed_point}) needs EFRUFN; "
                      f"{type(model).__name__} has no fixed point. Set config.loss.fixed_point=0.")
-  collections = ["intermediates"] + ([unfolding.RESIDUAL_COLLECTION] if weights.fixed_point > 0 else [])
+  if weights.jacobian > 0 and not isinstance(model, unfolding.EFRUFN):
+    raise ValueError(f"The Jacobian penalty term (γ_J={weights.jacobian}) needs EFRUFN; "
+                     f"{type(model).__name__} has no fixed-point map. Set config.loss.jacobian=0.")
+  wants_losses = weights.fixed_point > 0 or weights.jacobian > 0
+  collections = ["intermediates"] + ([unfolding.RESIDUAL_COLLECTION] if wants_losses else [])
 
   def pmean(tree):
     return jax.lax.pmean(tree, axis_name) if axis_name is not None else tree
@@ -167,7 +174,11 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
   def step_impl(state, batch, teacher_params):
     y1, y2 = batch["y1"], batch["y2"]
     # Key for stochastic layers; folding in the step keeps a resumed run on the same keys.
-    rngs = {"dropout": jax.random.fold_in(state["rng"], state["step"])}
+    step_rng = jax.random.fold_in(state["rng"], state["step"])
+    rngs = {"dropout": step_rng}
+    if weights.jacobian > 0:
+      # The Jacobian penalty's probes: a stream of their own, derived from the step's key.
+      rngs[unfolding.JACOBIAN_RNG] = jax.random.fold_in(step_rng, 1)
     teacher_fused = None
     if teacher_model is not None:
       teacher_fused = jax.lax.stop_gradient(teacher_model.apply({"params": teacher_params}, y1, y2))
@@ -179,6 +190,9 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
       if weights.fixed_point > 0:
         (terms["fixed_point"],) = aux[unfolding.RESIDUAL_COLLECTION]["fixed_point_residual"]
         fusion_total = fusion_total + weights.fixed_point * terms["fixed_point"]
+      if weights.jacobian > 0:
+        (terms["jacobian"],) = aux[unfolding.RESIDUAL_COLLECTION]["jacobian_penalty"]
+        fusion_total = fusion_total + weights.jacobian * terms["jacobian"]
       total = fusion_total
       if colornet is not None:
         # ColorNet corrects the chroma of the fused image; its L1 (eq. 8) trains ColorNet only, so the
