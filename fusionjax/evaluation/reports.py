@@ -322,17 +322,22 @@ CONVENTION_NOTES = {
 }
 
 
-def metric_ranks(group: Sequence[Mapping[str, Any]], name: str) -> list[int | None]:
-  """The rank of each summary's mean of ``name`` (1 = best; ties share the better rank; None: undefined)."""
+def metric_ranks(group: Sequence[Mapping[str, Any]], name: str, digits: int = 4) -> list[int | None]:
+  """The rank of each summary's mean of ``name`` (1 = best; None: undefined).
+
+  Means equal at the ``digits`` decimals the tables print share the better rank.
+  """
   values = [_number((s.get("metrics", {}).get(name) or {}).get("mean")) for s in group]
+  values = [v if v is None or not math.isfinite(v) else round(v, digits) for v in values]
   defined = [v for v in values if v is not None and not math.isnan(v)]
   sign = _better(name)
   return [None if v is None or math.isnan(v) else 1 + sum(sign * (w - v) > 0 for w in defined) for v in values]
 
 
 def is_fusionjax(summary: Mapping[str, Any]) -> bool:
-  """Whether an evaluation ran a fusionjax network (a checkpoint), not a baseline or another method's files."""
-  return bool(summary.get("checkpoint"))
+  """Whether an evaluation is fusionjax's own: it ran a checkpoint, or its label says ``fusionjax``
+  (e.g. a folder of ``fusionjax fuse`` outputs scored as a method)."""
+  return bool(summary.get("checkpoint")) or "fusionjax" in str(summary.get("method", "")).lower()
 
 
 def ranked_comparison(group: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[dict]]:
@@ -374,8 +379,8 @@ def ranked_comparison_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
     if max_side:
       title += f", downscaled to ≤ {max_side} px"
     note = (f"Each cell: mean ± std over the pairs a method scored (n), and its rank among the {len(group)} "
-            "methods in brackets: rank 1 is the best, larger is better for every metric here, tied means share a "
-            "rank; **bold** = best, *italic* = second best. Rows are ordered by the mean rank over the metrics. "
+            "methods in brackets: rank 1 is the best, larger is better for every metric here, means equal to "
+            "the 4 decimals shown share a rank; **bold** = best, *italic* = second best. Rows are ordered by the mean rank over the metrics. "
             f"Metric convention `{convention}`: {CONVENTION_NOTES.get(convention, 'see fusionjax.metrics')}.")
     lines = [title, "", note, "", "| Method | n | Mean rank | " + " | ".join(names) + " |",
              "|---|---:|---:|" + "---:|" * len(names)]
@@ -399,7 +404,8 @@ def ranked_comparison_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
         if name not in names:
           undefined.setdefault(name, reason)
     if undefined:
-      lines += ["", "Undefined for every method: " + "; ".join(f"{n} ({r})" for n, r in undefined.items()) + "."]
+      lines += ["", "Undefined for every method: " + "; ".join(f"{n} ({str(r).rstrip('.')})"
+                                                            for n, r in undefined.items()) + "."]
     unscored = [f"{s.get('method')}: {s.get('num_unscored')}" for s in group if s.get("num_unscored")]
     if unscored:
       lines += ["", "Pairs some method could not score (left out of its means): " + ", ".join(unscored) + "."]
