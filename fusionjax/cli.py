@@ -1,6 +1,7 @@
 """The ``fusionjax`` command line: ``fuse``, ``metrics`` and ``export``.
 
-- ``fusionjax fuse A B [C ...] -o OUT (--task TASK | --ckpt DIR | --exported FILE)``: one fusion;
+- ``fusionjax fuse A B [C ...] -o OUT (--task TASK | --ckpt DIR | --exported FILE)``: one fusion
+  (``--task auto`` picks the shipped stage from the sources, :mod:`fusionjax.detect`);
 - ``fusionjax fuse --dirs A_DIR B_DIR [...] -o OUT_DIR --task TASK`` (or ``--dataset NAME --data_dir
   DIR``): whole folders, paired by file name (:mod:`fusionjax.batch`);
 - ``fusionjax metrics FUSED A B [--reference R]``: every metric of one fused image;
@@ -46,6 +47,8 @@ from fusionjax import runtime
 
 #: Exit code of user errors (as argparse uses for usage errors).
 USAGE_ERROR = 2
+#: ``--task`` value that picks the stage from the sources (:mod:`fusionjax.detect`).
+AUTO = "auto"
 
 _TASK_HELP = ("check that the checkpoint was trained for this task: mfif, meif, ivf, or mif "
               "(medical fusion uses the meif stage, as in the paper)")
@@ -88,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
   fuse.add_argument("--ckpt", default=None,
                     help="stage workdir of a trained model (the --workdir of train.py); default: the weights "
                          "shipped with fusionjax for --task")
-  fuse.add_argument("--task", choices=("mfif", "meif", "ivf", "mif"), default=None,
-                    help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP)
+  fuse.add_argument("--task", choices=("mfif", "meif", "ivf", "mif", AUTO), default=None,
+                    help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP
+                         + "; 'auto' picks the shipped stage from the sources (colour, brightness, black "
+                           "background; see fusionjax.detect) and says what it picked and why")
   fuse.add_argument("--exported", default=None, metavar="FILE",
                     help="fuse with a program written by `fusionjax export` (instead of --ckpt/--task); colour "
                          "by the rule-based chroma, without ColorNet")
@@ -154,6 +159,10 @@ def _output_alpha(decoded: Sequence[imageio.DecodedImage], names: Sequence[str],
 
 def _load_fusion(args: argparse.Namespace):
   """The model (or exported program) that ``fuse`` and ``export`` use; raises on bad input."""
+  if args.task == AUTO:
+    if args.ckpt is not None or args.exported is not None:
+      raise ValueError("--task auto picks one of the shipped stages; drop --ckpt/--exported, or name the task.")
+    return _AutoFusion()
   if args.exported is not None:
     if args.ckpt is not None or args.task is not None:
       raise ValueError(f"--exported {args.exported} carries its own weights and task; drop --ckpt and --task.")
@@ -162,8 +171,29 @@ def _load_fusion(args: argparse.Namespace):
   return inference.load_model(args.ckpt, task=args.task)
 
 
+class _AutoFusion:
+  """``--task auto``: the shipped stage of the task :func:`fusionjax.detect.detect_task` picks, per fusion."""
+
+  path = "shipped weights"
+
+  def __init__(self):
+    self.models: dict = {}
+    self.picked: dict[str, int] = {}
+    self.last = None
+
+  def model_for(self, images):
+    from fusionjax import detect
+    self.last = detect.detect_task(images)
+    self.picked[self.last.task] = self.picked.get(self.last.task, 0) + 1
+    if self.last.task not in self.models:
+      self.models[self.last.task] = inference.load_model(None, task=self.last.task)
+    return self.models[self.last.task]
+
+
 def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, progress=None):
   """``images -> (fused, compiled)`` for a loaded model or exported program (``progress``: tiles done)."""
+  if isinstance(fusion, _AutoFusion):
+    return lambda images: _fuse_function(fusion.model_for(images), args, pad_multiple, progress)(images)
   if hasattr(fusion, "exported"):
     return lambda images: fusion.fuse_images(images, tile_size=args.tile_size, tile_overlap=args.overlap,
                                              grey=args.grey, pad_multiple=pad_multiple)
@@ -177,6 +207,8 @@ def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, p
 
 
 def _describe(fusion) -> str:
+  if isinstance(fusion, _AutoFusion):
+    return "shipped stage that --task auto picks for each pair"
   if hasattr(fusion, "exported"):
     return f"exported {fusion.task} program {fusion.path}"
   return f"{fusion.task} checkpoint {fusion.path}, step {fusion.step}"
@@ -211,6 +243,13 @@ def _fuse(args: argparse.Namespace) -> int:
     return _error(str(error))
   for note in [n for d in decoded for n in d.notes] + alpha_notes:
     _note(note)
+  if isinstance(fusion, _AutoFusion):
+    try:
+      model = fusion.model_for(images)
+    except (FileNotFoundError, ValueError) as error:
+      return _error(str(error))
+    _note(f"--task auto picked {fusion.last.task}: {fusion.last.reason}.")
+    fusion = model
   fused, _ = _fuse_function(fusion, args, args.pad_multiple, progress=inference.terminal_progress("tiles"))(images)
   if not np.isfinite(fused).all():
     return _error(f"the fused image holds NaN or infinite values: the {_describe(fusion)} is damaged or its "
@@ -268,6 +307,10 @@ def _fuse_folders(args: argparse.Namespace) -> int:
                            bit_depth=args.bit_depth, progress=not args.no_progress)
   for line in report.lines():
     print(line, file=sys.stderr)
+  if isinstance(fusion, _AutoFusion) and fusion.picked:
+    print("--task auto picked " + ", ".join(f"{task} for {n} pair{'s' if n != 1 else ''}"
+                                            for task, n in sorted(fusion.picked.items()))
+          + (f" ({fusion.last.reason})" if len(fusion.picked) == 1 else "") + ".", file=sys.stderr)
   return 1 if report.failed else 0
 
 

@@ -428,3 +428,50 @@ def test_export_runs_with_jax_only_and_equals_fuse(tmp_path, capsys):
     code, _, err = run_cli(["fuse", tmp_path / "vis.png", tmp_path / "ir.png", "-o", tmp_path / "x.png", *argv], capsys)
     assert code == 2 and err.count("\n") == 1 and message in err, err
   assert not (tmp_path / "x.png").exists()
+
+
+# --- --task auto ---------------------------------------------------------------------------------------
+
+_AUTO_SETS = [("tno", None), ("roadscene", "all"), ("lytro", None), ("lytro_triple", None), ("mfi_whu", "all"),
+              ("mefb", None), ("sice", "all"), ("harvard_mri_ct", None), ("harvard_mri_spect", None)]
+
+
+def _confusion(pairs) -> dict[tuple[str, str], int]:
+  from fusionjax import detect
+  counts: dict[tuple[str, str], int] = {}
+  for pair in pairs:
+    picked = detect.detect_task([imageio.load_image(p) for p in pair.sources]).task
+    counts[(pair.task, picked)] = counts.get((pair.task, picked), 0) + 1
+  return counts
+
+
+def test_task_auto_is_right_on_every_shipped_sample():
+  from fusionjax import data
+  pairs = (data.list_sample_pairs() + data.list_pairs("roadscene", SAMPLES, split="all")
+           + data.list_pairs("sice", SAMPLES, split="train"))
+  counts = _confusion(pairs)
+  assert sum(counts.values()) == len(pairs) == 9
+  assert all(true == picked for true, picked in counts), counts
+
+
+@pytest.mark.slow
+@needs_data
+def test_task_auto_is_right_on_every_benchmark_pair():
+  from fusionjax import data
+  pairs = [p for name, split in _AUTO_SETS for p in data.list_pairs(name, SHARED_DATA, split=split, validate=False)]
+  counts = _confusion(pairs)
+  print(counts)
+  assert sum(counts.values()) == len(pairs) and all(true == picked for true, picked in counts), counts
+  assert {true for true, _ in counts} == {"mfif", "meif", "ivf", "mif"}
+
+
+def test_task_auto_says_what_it_picked(tmp_path, capsys):
+  folder = SAMPLES / "harvard" / "MRI_CT"
+  sources = [folder / "MRI" / "25.png", folder / "CT" / "25.png"]
+  code, _, err = run_cli(["fuse", *sources, "-o", tmp_path / "auto.png", "--task", "auto"], capsys)
+  assert code == 0, err
+  assert "fusionjax fuse: note: --task auto picked mif: a grey source and black background in every source" in err
+  expected = inference.fuse_images(inference.load_model(None, task="mif"), [imageio.load_image(p) for p in sources])
+  np.testing.assert_array_equal(imageio.to_uint8(imageio.load_image(tmp_path / "auto.png")), imageio.to_uint8(expected))
+  code, _, err = run_cli(["fuse", *sources, "-o", tmp_path / "x.png", "--task", "auto", "--ckpt", tmp_path], capsys)
+  assert code == 2 and "--task auto picks one of the shipped stages" in err and not (tmp_path / "x.png").exists()
