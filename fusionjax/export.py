@@ -20,12 +20,10 @@ chroma, tiles large images, and rebuilds colour with the rule-based chroma (the 
 ColorNet: the MEIF stage's ColorNet colours of ``fusionjax fuse --task meif`` are not reproduced).
 
 How the symbolic sizes get through the network: every shape the network derives from H and W is
-symbolic arithmetic that ``jax.export`` follows, except the attention mask of the shifted Swin
-windows, which :mod:`fusionjax.models.swin` builds with numpy from the concrete size. While tracing
-for export that one function is replaced by :func:`_traceable_shifted_window_mask`, the same mask
-computed with ``jax.numpy`` from the symbolic size (the original is used for concrete sizes, and
-``tests/test_workflows.py`` checks the two agree). The stage's task, its ``multiple`` and whether
-it had a ColorNet are recorded in the program's name (``Exported.fun_name``).
+symbolic arithmetic that ``jax.export`` follows; the attention mask of the shifted Swin windows is
+built with ``jax.numpy`` when the size is symbolic (:func:`fusionjax.models.swin.shifted_window_mask`).
+The stage's task, its ``multiple`` and whether it had a ColorNet are recorded in the program's name
+(``Exported.fun_name``).
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ import dataclasses
 import math
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -49,38 +46,6 @@ SUFFIX = ".jaxexport"
 
 # Program name: fusionjax_luma_<task>_m<multiple>[_colornet].
 _NAME = re.compile(r"^fusionjax_luma_(?P<task>[a-z]+)_m(?P<multiple>\d+)(?P<colornet>_colornet)?$")
-_PATCH_LOCK = threading.Lock()
-
-
-def _region_labels(size, window: int, shift: int):
-  """:func:`fusionjax.models.swin._region_labels` with ``jax.numpy``, for a symbolic ``size``."""
-  import jax
-  import jax.numpy as jnp
-  index = jax.lax.iota(jnp.int32, size)
-  if not shift:
-    return jnp.zeros_like(index)
-  n = jnp.asarray(size, jnp.int32)
-  return jnp.where(index >= n - shift, 2, jnp.where(index >= n - window, 1, 0)).astype(jnp.int32)
-
-
-def _traceable_shifted_window_mask(height, width, window: int, shift_h: int, shift_w: int):
-  """The shifted-window attention mask of :mod:`fusionjax.models.swin` for symbolic sizes.
-
-  Concrete sizes go to the original numpy function; symbolic ones (while exporting) get the same
-  labelling computed with ``jax.numpy``.
-  """
-  from fusionjax.models import swin
-  original = _ORIGINAL_MASK[0]
-  if isinstance(height, int) and isinstance(width, int):
-    return original(height, width, window, shift_h, shift_w)
-  rows = _region_labels(height, window, shift_h)
-  cols = _region_labels(width, window, shift_w)
-  labels = (rows[:, None] * 3 + cols[None, :])[None, :, :, None]  # (1, H, W, 1)
-  windows = swin.window_partition(labels, window)[..., 0]  # (nW, T)
-  return windows[:, :, None] == windows[:, None, :]
-
-
-_ORIGINAL_MASK: list = []
 
 
 def program_name(task: str, multiple: int, colornet: bool) -> str:
@@ -104,7 +69,6 @@ def export_fusion(fusion_model):
   import jax
   import jax.numpy as jnp
   from jax import export
-  from fusionjax.models import swin
 
   model = fusion_model.model
   multiple = int(getattr(model, "multiple", 1) or 1)
@@ -128,17 +92,12 @@ def export_fusion(fusion_model):
   luma_fusion.__name__ = program_name(fusion_model.task, multiple, fusion_model.colornet is not None)
   height, width = export.symbolic_shape("H, W", constraints=(f"H >= {multiple}", f"W >= {multiple}"))
   spec = jax.ShapeDtypeStruct((1, height, width, 1), jnp.float32)
-  with _PATCH_LOCK:
-    _ORIGINAL_MASK[:] = [swin.shifted_window_mask]
-    swin.shifted_window_mask = _traceable_shifted_window_mask
-    try:
-      return export.export(jax.jit(luma_fusion))(spec, spec)
-    except (TypeError, ValueError, jax.errors.InconclusiveDimensionOperation) as error:
-      first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-      raise ValueError(f"Cannot export the {fusion_model.task} network {type(model).__name__} with symbolic "
-                       f"sizes: {first}") from error
-    finally:
-      swin.shifted_window_mask = _ORIGINAL_MASK[0]
+  try:
+    return export.export(jax.jit(luma_fusion))(spec, spec)
+  except (TypeError, ValueError, jax.errors.InconclusiveDimensionOperation) as error:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise ValueError(f"Cannot export the {fusion_model.task} network {type(model).__name__} with symbolic "
+                     f"sizes: {first}") from error
 
 
 def save_exported(exported, path: str | os.PathLike) -> Path:

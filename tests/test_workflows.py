@@ -366,15 +366,19 @@ def test_compare_writes_ranks_and_a_figure(baselines, tmp_path, monkeypatch):
 
 
 def test_traceable_window_mask_equals_the_numpy_one():
-  from fusionjax import export
+  import jax
+  from jax import export as jax_export
   from fusionjax.models import swin
-  export._ORIGINAL_MASK[:] = [swin.shifted_window_mask]  # pylint: disable=protected-access
   for height, width, window, shift_h, shift_w in ((8, 8, 4, 2, 2), (16, 24, 4, 2, 0), (12, 8, 2, 1, 1),
                                                   (32, 40, 8, 4, 4)):
     expected = swin.shifted_window_mask(height, width, window, shift_h, shift_w)
-    # numpy integers are not Python ints: they take the jax.numpy path that symbolic sizes take.
-    traced = export._traceable_shifted_window_mask(np.int64(height), np.int64(width), window, shift_h, shift_w)  # pylint: disable=protected-access
-    np.testing.assert_array_equal(np.asarray(traced), expected)
+    # Symbolic sizes (as while exporting) take the jax.numpy path; evaluate it at the concrete size.
+    h, w = jax_export.symbolic_shape(f"{window}*a, {window}*b")
+    spec = jax.ShapeDtypeStruct((h, w), np.float32)
+    masked = jax_export.export(jax.jit(lambda x: swin.shifted_window_mask(
+        x.shape[0], x.shape[1], window, shift_h, shift_w).astype(np.float32)))(spec)
+    traced = masked.call(np.zeros((height, width), np.float32))
+    np.testing.assert_array_equal(np.asarray(traced).astype(bool), expected)
 
 
 _JAX_ONLY = r'''

@@ -92,32 +92,43 @@ def window_merge(windows: jnp.ndarray, window: int, height: int, width: int) -> 
   return x.reshape(b, height, width, c)
 
 
-def _region_labels(size: int, window: int, shift: int) -> np.ndarray:
-  """Labels the positions of a cyclically shifted axis by the image region they came from."""
-  labels = np.zeros(size, dtype=np.int32)
-  if shift:
-    # After rolling by -shift, the last ``shift`` positions wrapped around from the start and
-    # the window before them holds the old tail: three regions that must not see each other.
-    labels[size - window:size - shift] = 1
-    labels[size - shift:] = 2
-  return labels
+def _region_labels(size, window: int, shift: int):
+  """Labels the positions of a cyclically shifted axis by the image region they came from.
+
+  ``size`` is a Python int (numpy result) or a symbolic dimension of ``jax.export`` (``jax.numpy``
+  result, so that an exported network keeps its height and width free).
+  """
+  if isinstance(size, int):
+    labels = np.zeros(size, dtype=np.int32)
+    if shift:
+      # After rolling by -shift, the last ``shift`` positions wrapped around from the start and
+      # the window before them holds the old tail: three regions that must not see each other.
+      labels[size - window:size - shift] = 1
+      labels[size - shift:] = 2
+    return labels
+  index = jax.lax.iota(jnp.int32, size)
+  if not shift:
+    return jnp.zeros_like(index)
+  n = jnp.asarray(size, jnp.int32)
+  return jnp.where(index >= n - shift, 2, jnp.where(index >= n - window, 1, 0)).astype(jnp.int32)
 
 
-def shifted_window_mask(height: int, width: int, window: int, shift_h: int,
-                        shift_w: int) -> np.ndarray:
+def shifted_window_mask(height, width, window: int, shift_h: int, shift_w: int):
   """Attention mask for windows of an image rolled by (-shift_h, -shift_w).
 
   Args:
-    height: image height (divisible by ``window``).
-    width: image width (divisible by ``window``).
+    height: image height (divisible by ``window``); a Python int, or a symbolic dimension while
+      exporting with ``jax.export``.
+    width: image width (divisible by ``window``), likewise.
     window: window side.
     shift_h: cyclic shift along H (0 <= shift_h < window).
     shift_w: cyclic shift along W (0 <= shift_w < window).
 
   Returns:
-    Boolean numpy array (nW, window * window, window * window), nW = (height // window) *
-    (width // window); True where a query token may attend to a key token, i.e. where both came
-    from the same region of the unrolled image (never across the wrap-around boundary).
+    Boolean array (nW, window * window, window * window), nW = (height // window) *
+    (width // window) (numpy for int sizes, else ``jax.numpy``); True where a query token may attend
+    to a key token, i.e. where both came from the same region of the unrolled image (never across
+    the wrap-around boundary).
   """
   for name, s in (("shift_h", shift_h), ("shift_w", shift_w)):
     if not 0 <= s < window:
