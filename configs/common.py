@@ -106,9 +106,11 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   # γ_J, weight of EFRUFN's Jacobian penalty ||∂f/∂z*||²_F / dim z (Bai et al. 2021, "Stabilizing
   # Equilibrium Models by Jacobian Regularization"; not in the paper; a one-probe Hutchinson estimate
   # at the stopped solution, FRUFN rejects it). It bounds the map's contraction directly where γ only
-  # penalises its symptom, at the cost of a double backward through the unit. 0 by default: the
-  # fixed-point term alone is what the shipped weights were trained with (README: training, for a CPU
-  # comparison of the two terms).
+  # penalises its symptom, at the cost of a double backward through the unit (~1.5x the :cpu step).
+  # 0 by default: the shipped weights were trained with the fixed-point term alone, and in 200-step :cpu
+  # stage-1 runs γ_J = 1 (with or without γ) dominated the clipped warm-up updates (gradient ~30x the
+  # γ run's) and ended at 1 - SSIM 0.41-0.42 on held-back pairs against 0.09 for γ alone (README:
+  # training; benchmarks/jacobian_comparison.py).
   config.loss.jacobian = 0.0
 
   previous = STAGES.index(task) - 1
