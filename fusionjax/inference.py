@@ -62,8 +62,8 @@ DEFAULT_TILE_SIZE = 1024
 DEFAULT_TILE_OVERLAP = 128
 
 #: Default side of the tiles that an image larger than the tile size is cut into. The work is about
-#: the same as with larger tiles (more overlap, less padding beyond the image), while the memory of
-#: one network call is a quarter of a 1024 x 1024 tile's (``python benchmarks/speed.py --large``).
+#: the same as with larger tiles (more overlap, but less padding beyond the image), while one network
+#: call holds a quarter of the pixels of a 1024 x 1024 tile, and its temporary memory with them.
 DEFAULT_SPLIT_SIZE = 512
 
 
