@@ -120,23 +120,14 @@ def training_section(smoke: bool, steps: int, budget) -> list[str]:
 
 
 def memory_section(size, batch, iterations, width, budget) -> list[str]:
+  from models_benchmark import train_step_temp_mib
   rows = ["| iterations | FRUFN temp MiB | EFRUFN temp MiB |", "|---:|---:|---:|"]
-  image = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
+  heads = 4 if width >= 32 else 2
   for n in iterations:
     if budget.left < 0:
       rows.append(f"| {n} | skipped: time budget spent | |")
       continue
-    temps = []
-    for name in ("frufn", "efrufn"):
-      model = models.create_model(dict(name=name, width=width, num_heads=4 if width >= 32 else 2,
-                                       num_units=n, max_iter=n, tol=0.0))
-      params = jax.eval_shape(model.init, jax.random.PRNGKey(0), image, image)["params"]
-
-      def loss(p, a, b, target, m=model):
-        return jnp.mean(jnp.square(m.apply({"params": p}, a, b) - target))
-
-      compiled = jax.jit(jax.grad(loss)).lower(params, image, image, image).compile()
-      temps.append(compiled.memory_analysis().temp_size_in_bytes / 2**20)
+    temps = [train_step_temp_mib(name, n, size, batch, width, heads) for name in ("frufn", "efrufn")]
     rows.append(f"| {n} | {temps[0]:.1f} | {temps[1]:.1f} |")
   return rows
 

@@ -131,21 +131,40 @@ def cost_table(height: int, width: int, model_width: int, runs: int) -> str:
   return "\n".join(rows) + "\n" + note
 
 
+def train_step_temp_mib(name: str, iterations: int, size: int, batch: int, model_width: int,
+                        num_heads: int | None = None) -> float:
+  """XLA's temporary memory (MiB) of a compiled training step (gradient of an L2 loss).
+
+  Args:
+    name: 'frufn' (``iterations`` = N) or 'efrufn' (``iterations`` = max_iter, always all run).
+    iterations: unrolled units or solver iterations.
+    size: image side.
+    batch: batch size.
+    model_width: feature channels.
+    num_heads: attention heads (default: the model config's).
+
+  Returns:
+    ``temp_size_in_bytes / 2**20`` of the compiled step.
+  """
+  image = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
+  config = dict(name=name, width=model_width, num_units=iterations, max_iter=iterations, tol=0.0)
+  if num_heads is not None:
+    config["num_heads"] = num_heads
+  model = models.create_model(config)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), image, image)["params"]
+
+  def loss(p, a, b, target):
+    return jnp.mean(jnp.square(model.apply({"params": p}, a, b) - target))
+
+  compiled = jax.jit(jax.grad(loss)).lower(params, image, image, image).compile()
+  return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+
 def memory_table(size: int, batch: int, iterations, model_width: int) -> str:
   """Markdown table of compiled training-step temporary memory against iterations."""
-  image = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
   rows = ["| iterations | FRUFN temp (MiB) | EFRUFN temp (MiB) |", "|---|---|---|"]
   for n in iterations:
-    temps = []
-    for name in ("frufn", "efrufn"):
-      model = models.create_model(dict(name=name, width=model_width, num_units=n, max_iter=n))
-      params = jax.eval_shape(model.init, jax.random.PRNGKey(0), image, image)["params"]
-
-      def loss(p, a, b, target, m=model):
-        return jnp.mean(jnp.square(m.apply({"params": p}, a, b) - target))
-
-      compiled = jax.jit(jax.grad(loss)).lower(params, image, image, image).compile()
-      temps.append(compiled.memory_analysis().temp_size_in_bytes / 2**20)
+    temps = [train_step_temp_mib(name, n, size, batch, model_width) for name in ("frufn", "efrufn")]
     rows.append(f"| {n} | {temps[0]:.1f} | {temps[1]:.1f} |")
   note = (f"\nTraining step = gradient of an L2 loss, input {batch}x{size}x{size}, width "
           f"{model_width}, compiled by XLA for {jax.devices()[0].platform.upper()}. Paper Fig. 13 "
