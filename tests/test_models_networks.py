@@ -145,7 +145,7 @@ def test_create_model_validates_config():
       (dict(num_heads=6), "divide"),
       (dict(widht=32), "Unknown"),
       (dict(dtype="float16"), "dtype"),
-      (dict(solver="broyden"), "solver"),
+      (dict(solver="newton"), "solver"),
       (dict(backward="exact"), "backward"),
       (dict(max_iter=0), "max_iter"),
       (dict(name="frufn", num_units=0), "num_units"),
