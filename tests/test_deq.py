@@ -796,9 +796,15 @@ def test_spectral_radius_of_a_symmetric_map(rng):
             estimate = deq.spectral_radius(affine, jnp.zeros(n), (jnp.asarray(a), jnp.zeros(n)),
                                            jax.random.key(int(rng.integers(2**31))), num_iter=80)
         np.testing.assert_allclose(estimate, abs(top), rtol=1e-8)
-    # A tanh layer at a point: the radius of diag(1 - tanh^2) W.
-    w = symmetric_matrix(rng, n, [0.8, 0.6, -0.5, 0.3, 0.1, -0.2])
-    z = rng.standard_normal(n)
+    # A tanh layer at a point: the radius of diag(1 - tanh^2) W. Power iteration converges
+    # like (|lambda_2| / |lambda_1|)^num_iter, and a random point can make the two nearly
+    # equal (ratio 0.995 for DEQ_TEST_SEED=3022383264): draw until the gap is at least 10 %.
+    for _ in range(100):
+        w = symmetric_matrix(rng, n, [0.8, 0.6, -0.5, 0.3, 0.1, -0.2])
+        z = rng.standard_normal(n)
+        moduli = np.sort(np.abs(np.linalg.eigvals((1 - np.tanh(w @ z) ** 2)[:, None] * w)))
+        if moduli[-2] < 0.9 * moduli[-1]:
+            break
     with jax.enable_x64(True):
         estimate = deq.spectral_radius(lambda z, w: jnp.tanh(w @ z), jnp.asarray(z), jnp.asarray(w),
                                        jax.random.key(1), num_iter=300)
