@@ -10,6 +10,12 @@ zero padding would put an artificial dark border into the fusion (the mask gener
 edge that is in neither source), while reflection continues the image statistics. ``jnp.pad``
 reflects repeatedly when the pad is longer than the image (and repeats the single row or column
 of a size-1 axis), so images smaller than the multiple work too.
+
+A network may also be given a ``border``: that many reflected pixels on every side, cropped off
+after. Every convolution pads its own input with zeros, and the first few rows and columns of an
+image are the only pixels that see those zeros; with a border they see reflected image content
+instead, like every other pixel. :func:`pad_with_border` and :func:`crop_to` with ``offset`` do both
+steps, and the fusion driver (``fusionjax.inference``) sets the border it fuses with.
 """
 
 from __future__ import annotations
@@ -72,17 +78,36 @@ def pad_to_multiple(x: jnp.ndarray, multiple: int, mode: str = "reflect") -> jnp
   return jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
 
-def crop_to(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
-  """Crops the H and W axes of an NHWC array to the top-left ``height`` x ``width``.
+def pad_with_border(x: jnp.ndarray, border: int, multiple: int) -> jnp.ndarray:
+  """Reflects ``border`` pixels onto every side of an NHWC array, then pads it to ``multiple``.
 
   Args:
-    x: array of shape (B, H', W', C) with H' >= height and W' >= width.
-    height: target height.
-    width: target width.
+    x: array of shape (B, H, W, C).
+    border: pixels added on the top, bottom, left and right (0: none).
+    multiple: then padded on the bottom/right as :func:`pad_to_multiple` does.
 
   Returns:
-    ``x[:, :height, :width, :]``.
+    The padded array; crop back with ``crop_to(y, H, W, offset=border)``.
   """
-  if x.shape[1] < height or x.shape[2] < width:
-    raise ValueError(f"Cannot crop shape {x.shape} to {height}x{width}: the array is smaller.")
-  return x[:, :height, :width, :]
+  if border < 0:
+    raise ValueError(f"border must be >= 0, got {border}.")
+  if border:
+    x = jnp.pad(x, ((0, 0), (border, border), (border, border), (0, 0)), mode="reflect")
+  return pad_to_multiple(x, multiple)
+
+
+def crop_to(x: jnp.ndarray, height: int, width: int, offset: int = 0) -> jnp.ndarray:
+  """Crops the H and W axes of an NHWC array to ``height`` x ``width`` from ``(offset, offset)``.
+
+  Args:
+    x: array of shape (B, H', W', C) with H' >= offset + height and W' >= offset + width.
+    height: target height.
+    width: target width.
+    offset: rows and columns skipped at the top and left (the ``border`` of :func:`pad_with_border`).
+
+  Returns:
+    ``x[:, offset:offset + height, offset:offset + width, :]``.
+  """
+  if x.shape[1] < offset + height or x.shape[2] < offset + width:
+    raise ValueError(f"Cannot crop shape {x.shape} to {height}x{width} at offset {offset}: the array is smaller.")
+  return x[:, offset:offset + height, offset:offset + width, :]

@@ -224,6 +224,10 @@ class _FusionNetwork(nn.Module):
   unit_rule: Optional[str] = None
   dtype: Dtype = jnp.float32  # Compute dtype (bfloat16 for GPU/TPU training).
   param_dtype: Dtype = jnp.float32  # Parameter dtype; float32 whatever the compute dtype.
+  # Reflected pixels added on every side of the sources and cropped off the output (see
+  # fusionjax.models.padding): keeps the zero padding of the convolutions away from the image's own
+  # border rows. Not a parameter: training uses 0, the fusion driver sets its own.
+  border: int = 0
 
   default_rule: ClassVar[str] = "residual"  # The UF rule used when ``unit_rule`` is None.
 
@@ -261,8 +265,8 @@ class _FusionNetwork(nn.Module):
 
   def _encode(self, y1: jnp.ndarray, y2: jnp.ndarray):
     """Pads the sources and applies Tθ1 and Tθ2 (features returned as float32)."""
-    x1 = padding.pad_to_multiple(jnp.asarray(y1, jnp.float32), self.multiple)
-    x2 = padding.pad_to_multiple(jnp.asarray(y2, jnp.float32), self.multiple)
+    x1 = padding.pad_with_border(jnp.asarray(y1, jnp.float32), self.border, self.multiple)
+    x2 = padding.pad_with_border(jnp.asarray(y2, jnp.float32), self.border, self.multiple)
     f1 = SourceTransform(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="source1")(x1)
     f2 = SourceTransform(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -274,7 +278,7 @@ class _FusionNetwork(nn.Module):
     """Applies Tθ3⁻¹ and crops back to the input size."""
     image = InverseTransform(self.inverse_hidden, dtype=self.dtype, param_dtype=self.param_dtype,
                              name="inverse")(f)
-    return padding.crop_to(image, height, width)
+    return padding.crop_to(image, height, width, offset=self.border)
 
 
 def check_inputs(y1, y2) -> None:
@@ -369,7 +373,7 @@ class FRUFN(_FusionNetwork):
           length=self.num_units)
       (f, mask), _ = steps(UFUnit(**self.unit_kwargs(use_mask), name="uf"), (f, mask), (f1, f2))
     if use_mask and not self.is_initializing():
-      self.sow("intermediates", "mask", padding.crop_to(mask, height, width))
+      self.sow("intermediates", "mask", padding.crop_to(mask, height, width, offset=self.border))
     return self._decode(f, height, width)
 
 
@@ -502,5 +506,5 @@ class EFRUFN(_FusionNetwork):
         self.sow(RESIDUAL_COLLECTION, "jacobian_penalty", penalty)
     d_star = solution.value[0]
     if use_mask:
-      self.sow("intermediates", "mask", padding.crop_to(solution.value[1], height, width))
+      self.sow("intermediates", "mask", padding.crop_to(solution.value[1], height, width, offset=self.border))
     return self._decode(f2 + d_star, height, width)
