@@ -7,12 +7,12 @@
 #   bash results/train_gpu.sh OUT_DIR [--data DIR] [--budget_s 540] [--cpu-smoke]
 #
 # How the budget is spent: a short calibration run of the MFIF stage measures this machine's step rate
-# and compile time (the persistent compilation cache then serves the MFIF stage's own compile); the
-# time left is shared 40/30/30 between the stages, each given the number of steps that fits (warm-up
-# a tenth of them, at most 500; the cosine schedule then ends at the last step). A stage that overruns
-# its share by 30 % (plus twice the measured compile time) is stopped with SIGINT, which makes train.py save a checkpoint of the steps done
-# (the next stage is taught by that checkpoint). Every stage resumes from its workdir: running the script
-# again on the same OUT_DIR continues each stage from its checkpoint (with step counts planned again).
+# and compile time; the time left, less one compile per stage, is shared 40/30/30 between the stages,
+# each given the number of steps that fits (warm-up a tenth of them, at most 500; the cosine schedule
+# then ends at the last step). A stage that overruns its share by 30 % (plus twice the measured compile
+# time) is stopped with SIGINT, which makes train.py save a checkpoint of the steps done, and the next
+# stage is taught by that checkpoint. Every stage resumes from its workdir: running the script again
+# on the same OUT_DIR continues each stage from its checkpoint (with step counts planned again).
 # --cpu-smoke runs the same steps with the :smoke configs on the shipped samples on CPU (a few minutes).
 # Afterwards, here: python results/export_weights.py OUT_DIR --name NAME copies the stages into the package.
 set -euo pipefail
