@@ -10,6 +10,10 @@ Python::
   evaluation.compare_summaries(["results/efrufn_tno", "results/average_tno"], "results/tno_compare")
   evaluation.evaluate_fused_dir("IFCNN/Lytro", "lytro", "results/ifcnn_lytro", data_dir="data",
                                 fused_pattern="lytro_{index:02d}_IFCNN.*")
+  evaluation.evaluate(evaluation.EvalOptions(method="max", dataset="tno", out="results/max_tno", data_dir="data"))
+
+The ``evaluate_*`` functions are :func:`evaluate` with the source of the fused images named first;
+their other keyword arguments are the fields of :class:`EvalOptions`.
 
 Each evaluation folder holds ``fused/<pair>.png`` (colour where a source is colour, docs/DESIGN.md §3),
 ``metrics.csv`` (one row per pair; empty cells for undefined metrics, and for a pair that could not

@@ -70,8 +70,8 @@ class Producer(abc.ABC):
 
   def __init__(self, options: EvalOptions, pairs: Sequence, *, task: str | None, split: str | None,
                metrics: Sequence[str]):
+    del pairs  # Only the producers that match files to pairs need them.
     self.options = options
-    self.pairs = pairs
     self.task = task
     self.split = split
     self.metrics = list(metrics)
