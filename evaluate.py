@@ -51,6 +51,7 @@ from fusionjax import cli
 from fusionjax import evaluation
 from fusionjax import inference
 from fusionjax import runtime
+from fusionjax import tasks
 
 FLAGS = flags.FLAGS
 
@@ -73,10 +74,10 @@ flags.DEFINE_string("data_dir", os.environ.get("FUSIONJAX_DATA"),
 flags.DEFINE_string("split", None, "Dataset split (default: the reader's evaluation split).")
 flags.DEFINE_list("dirs", [], "For --dataset folders: source folders, in the task's source order.")
 flags.DEFINE_string("reference_dir", None, "For --dataset folders: folder of reference images.")
-flags.DEFINE_enum("task", None, ["mfif", "meif", "ivf", "mif"], "For --dataset folders: the task of the pairs.")
+flags.DEFINE_enum("task", None, list(tasks.TASKS), "For --dataset folders: the task of the pairs.")
 flags.DEFINE_string("out", None, "Output folder (with --compare: the folder for compare.md and compare.png, or a "
                     "Markdown file).")
-flags.DEFINE_enum("convention", "clean", ["clean", "paper"], "Metric convention (DESIGN §6).")
+flags.DEFINE_enum("convention", "clean", ["clean", "paper"], "Metric convention (docs/DESIGN.md §6).")
 flags.DEFINE_list("metrics", None, "Metrics to compute, e.g. EN,MI,SSIM (default: all).")
 flags.DEFINE_integer("max_pairs", None, "Evaluate only the first N pairs.", lower_bound=1)
 flags.DEFINE_integer("max_side", None, "Downscale pairs with a longer side above this (quick checks only; "

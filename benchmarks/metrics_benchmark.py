@@ -21,6 +21,7 @@ import numpy as np
 
 from fusionjax import data
 from fusionjax import evaluation
+from fusionjax import metrics
 
 #: (label, dataset, split) of the sets the paper evaluates on, in the paper's order.
 SETS = (
@@ -55,7 +56,7 @@ def benchmark_set(dataset: str, data_dir: str, split: str | None, max_pairs: int
          "pixels_min": min(f.shape[0] * f.shape[1] for f in fused),
          "pixels_max": max(f.shape[0] * f.shape[1] for f in fused),
          "side_min": min(min(f.shape[:2]) for f in fused), "side_max": max(max(f.shape[:2]) for f in fused)}
-  for convention in ("clean", "paper"):
+  for convention in metrics.CONVENTIONS:
     start = time.perf_counter()
     scores = [evaluation.score_image(f, item.sources, item.reference, convention=convention)
               for f, item in zip(fused, loaded)]

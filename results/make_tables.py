@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
-from fusionjax import evaluation, weights  # noqa: E402
+from fusionjax import data, evaluation, metrics, tasks, weights  # noqa: E402
 from fusionjax.evaluation import reports  # noqa: E402
 
-CONVENTIONS = ("clean", "paper")
-BASELINES = ("average", "max")
+CONVENTIONS = metrics.CONVENTIONS  # The first one fuses; the others rescore its fused images.
+BASELINES = tuple(evaluation.BASELINES)
 
 #: The columns of the paper's table for each task (UNIQUE, a learned metric, is not available).
 TASK_METRICS = {
@@ -178,7 +178,7 @@ def results_markdown(results: dict, stage_names: dict, ablation: bool, max_side:
   for dataset, stage, subset in SUITE:
     if dataset not in results:
       continue
-    task = "mif" if dataset.startswith("harvard") else stage
+    task = data.DATASETS[dataset].task
     columns = TASK_METRICS[task]
     rows = []
     for convention in CONVENTIONS:
@@ -253,7 +253,7 @@ def main(argv=None) -> None:
   no_teacher = {}
   for item in filter(None, args.no_teacher.split(",")):
     stage, _, path = item.partition("=")
-    if stage not in ("meif", "ivf") or not (Path(path) / "checkpoints").is_dir():
+    if stage not in tasks.TEACHER_OF or not (Path(path) / "checkpoints").is_dir():
       parser.error(f"--no_teacher entries are meif=WORKDIR or ivf=WORKDIR of trained stages; got {item!r}.")
     no_teacher[stage] = path
   wanted = args.datasets.split(",")
@@ -263,7 +263,7 @@ def main(argv=None) -> None:
 
   needed = {stage for dataset, stage, _ in SUITE if dataset in wanted}
   if no_teacher:
-    needed = {"mfif", "meif", "ivf"}
+    needed = set(tasks.STAGES)
   for stage in sorted(needed):
     if not (stages / stage / "checkpoints").is_dir():
       parser.error(f"{stages / stage} is not a trained stage; pass --stages with the mfif/, meif/ and ivf/ "
@@ -283,7 +283,7 @@ def main(argv=None) -> None:
     for dataset, own in (("tno", "ivf"), ("sice", "meif")):
       if dataset not in wanted:
         continue
-      for stage in ("mfif", "meif", "ivf"):
+      for stage in tasks.STAGES:
         if stage != own:
           runner.checkpoint(dataset, f"stage_{stage}", str(stages / stage), f"{stage.upper()} stage")
           stage_names[f"stage_{stage}"] = f"{stage.upper()} stage"

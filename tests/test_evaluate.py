@@ -180,10 +180,10 @@ def test_baselines(tmp_path):
 
 
 def _downscaled_sources(pair, max_side):
-  from fusionjax.evaluation import runner
+  from fusionjax.evaluation import pairs
   sources = data.load_pair(pair).sources
-  size = runner.downscaled_size(*sources[0].shape[:2], max_side)
-  return [runner.resize_to(s, *size) for s in sources]
+  size = pairs.downscaled_size(*sources[0].shape[:2], max_side)
+  return [pairs.resize_to(s, *size) for s in sources]
 
 
 def test_reference_pairs_score_psnr_against_the_reference(tmp_path):

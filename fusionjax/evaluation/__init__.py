@@ -10,8 +10,12 @@ Python::
   evaluation.compare_summaries(["results/efrufn_tno", "results/average_tno"], "results/tno_compare")
   evaluation.evaluate_fused_dir("IFCNN/Lytro", "lytro", "results/ifcnn_lytro", data_dir="data",
                                 fused_pattern="lytro_{index:02d}_IFCNN.*")
+  evaluation.evaluate(evaluation.EvalOptions(method="max", dataset="tno", out="results/max_tno", data_dir="data"))
 
-Each evaluation folder holds ``fused/<pair>.png`` (colour where a source is colour, DESIGN §3),
+The ``evaluate_*`` functions are :func:`evaluate` with the source of the fused images named first;
+their other keyword arguments are the fields of :class:`EvalOptions`.
+
+Each evaluation folder holds ``fused/<pair>.png`` (colour where a source is colour, docs/DESIGN.md §3),
 ``metrics.csv`` (one row per pair; empty cells for undefined metrics, and for a pair that could not
 be scored the reason in an ``error`` column), ``summary.json`` and ``summary.md``. The folder is
 written as a whole (a temporary folder swapped in at the end); one that holds results already is
@@ -34,7 +38,7 @@ Protocols of the paper (§4):
   (21 and 73) in name order, and ``--max_pairs 20`` keeps the first 20.
 
 Metrics are computed on the 8-bit BT.601 luma of the fused image as written to disk, by
-:mod:`fusionjax.metrics` in the ``clean`` (default) or ``paper`` convention (DESIGN §6). UNIQUE, a
+:mod:`fusionjax.metrics` in the ``clean`` (default) or ``paper`` convention (docs/DESIGN.md §6). UNIQUE, a
 learned metric of the paper's tables, needs pretrained weights that are not available and is left out.
 """
 
@@ -55,17 +59,18 @@ from fusionjax.evaluation.reports import read_summary as read_summary
 from fusionjax.evaluation.reports import summary_markdown as summary_markdown
 from fusionjax.evaluation.reports import write_metrics_csv as write_metrics_csv
 from fusionjax.evaluation.reports import write_summary_json as write_summary_json
-from fusionjax.evaluation.runner import FOLDERS as FOLDERS
+from fusionjax.evaluation.matching import fused_pattern_regex as fused_pattern_regex
+from fusionjax.evaluation.matching import match_fused_files as match_fused_files
+from fusionjax.evaluation.options import EvalOptions as EvalOptions
+from fusionjax.evaluation.pairs import FOLDERS as FOLDERS
+from fusionjax.evaluation.pairs import PairError as PairError
+from fusionjax.evaluation.pairs import select_pairs as select_pairs
 from fusionjax.evaluation.runner import OUTPUT_FILES as OUTPUT_FILES
-from fusionjax.evaluation.runner import PairError as PairError
 from fusionjax.evaluation.runner import check_output_folder as check_output_folder
-from fusionjax.evaluation.runner import EvalOptions as EvalOptions
+from fusionjax.evaluation.runner import evaluate as evaluate
 from fusionjax.evaluation.runner import evaluate_baseline as evaluate_baseline
 from fusionjax.evaluation.runner import evaluate_checkpoint as evaluate_checkpoint
 from fusionjax.evaluation.runner import evaluate_fused_dir as evaluate_fused_dir
-from fusionjax.evaluation.runner import fused_pattern_regex as fused_pattern_regex
-from fusionjax.evaluation.runner import luma_levels as luma_levels
-from fusionjax.evaluation.runner import match_fused_files as match_fused_files
 from fusionjax.evaluation.runner import run_evaluation as run_evaluation
-from fusionjax.evaluation.runner import score_image as score_image
-from fusionjax.evaluation.runner import select_pairs as select_pairs
+from fusionjax.evaluation.scoring import luma_levels as luma_levels
+from fusionjax.evaluation.scoring import score_image as score_image

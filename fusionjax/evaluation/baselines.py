@@ -1,7 +1,7 @@
 """Pixel-wise baselines computed by the project, so they land in the same tables as the networks.
 
 ``average`` and ``max`` fuse the luma (BT.601 Y) of the sources per pixel by the mean or the maximum.
-Their chroma follows the same rule as the networks' output (DESIGN §3: the weighted average of the
+Their chroma follows the same rule as the networks' output (docs/DESIGN.md §3: the weighted average of the
 colour sources' CrCb, or the one colour source's CrCb, or none): the rule of a pixel-wise maximum
 applied to chroma would pick the channel furthest from 0 rather than from neutral grey and shift
 hues, and sharing the network's chroma rule means a baseline and a network differ in luma only,

@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Sequence
 
 from fusionjax import imageio
+from fusionjax.evaluation import matching
 from fusionjax.evaluation import reports
 from fusionjax.evaluation import runner
+from fusionjax.evaluation import scoring
+from fusionjax.evaluation.options import EvalOptions
+from fusionjax.evaluation.pairs import select_pairs
 
 #: ``fused_pattern`` of the one-folder layout when none is given.
 DEFAULT_SUFFIX_PATTERN = "{name}_{method}.*"
@@ -96,13 +100,13 @@ def discover_methods(root: str | Path, pairs: Sequence, pattern: str | None = No
   if "{method}" not in pattern:
     raise ValueError(f"--methods_dir {root} has no subfolders of images, so the method is read from each file "
                      f"name; put {{method}} in --fused_pattern where it stands (e.g. '{{name}}_{{method}}.*').")
-  files = list(runner.fused_file_index(root, check_stems=False).values())
+  files = list(matching.fused_file_index(root, check_stems=False).values())
   names: set[str] = set()
   for k, pair in enumerate(pairs):
-    regex = runner.fused_pattern_regex(pattern, runner._safe_name(pair.name), k + 1)  # pylint: disable=protected-access
+    regex = matching.fused_pattern_regex(pattern, matching.safe_name(pair.name), k + 1)
     names.update(m["method"] for m in (regex.fullmatch(p.name) for p in files) if m)
   if not names:
-    example = pattern.format(name=runner._safe_name(pairs[0].name), index=1, method="METHOD")  # pylint: disable=protected-access
+    example = pattern.format(name=matching.safe_name(pairs[0].name), index=1, method="METHOD")
     raise FileNotFoundError(f"No file in {root} matches --fused_pattern {pattern!r} for any pair (pair 1 would be "
                             f"e.g. {example}); check the template, or put each method's images in its own subfolder.")
   return [Method(n, root, pattern) for n in sorted(names, key=str.lower)]
@@ -118,7 +122,7 @@ def _inputs(summary: dict) -> dict:
           "metrics": sorted(options.get("metrics") or [])}
 
 
-def evaluate_methods(options: runner.EvalOptions) -> MethodsRun:
+def evaluate_methods(options: EvalOptions) -> MethodsRun:
   """Scores every method under ``options.methods_dir`` into ``options.out`` and compares them.
 
   Args:
@@ -130,17 +134,17 @@ def evaluate_methods(options: runner.EvalOptions) -> MethodsRun:
   """
   from tqdm import tqdm
 
-  runner.check_convention(options.convention)
-  names = runner.check_metric_names(options.metrics)
-  pairs, _, split = runner.select_pairs(options.dataset, options.data_dir, split=options.split, dirs=options.dirs,
-                                        reference_dir=options.reference_dir, task=options.task,
-                                        max_pairs=options.max_pairs)
+  from fusionjax import metrics  # Deferred: scipy-heavy.
+  metrics.check_convention(options.convention)
+  names = scoring.check_metric_names(options.metrics)
+  pairs, _, split = select_pairs(options.dataset, options.data_dir, split=options.split, dirs=options.dirs,
+                                 reference_dir=options.reference_dir, task=options.task, max_pairs=options.max_pairs)
   extra = [reports.read_summary(p) for p in options.compare]
   methods = discover_methods(options.methods_dir, pairs, options.fused_pattern)
   out = Path(options.out)
   if out.exists() and not out.is_dir():
     raise ValueError(f"--out {out} is a file; pass the folder to write one evaluation per method and compare.md to.")
-  if runner._is_within(out, Path(options.methods_dir)):  # pylint: disable=protected-access
+  if runner.is_within(out, Path(options.methods_dir)):
     raise ValueError(f"--out {out} is inside --methods_dir {options.methods_dir}; write the results elsewhere.")
   wanted = {"dataset": options.dataset, "split": split, "convention": options.convention,
             "max_pairs": options.max_pairs, "max_side": options.max_side, "allow_missing": bool(options.allow_missing),
@@ -179,14 +183,11 @@ def evaluate_methods(options: runner.EvalOptions) -> MethodsRun:
         continue
       done = bar.n
       try:
-        summary = runner.evaluate_fused_dir(
-            method.fused_dir, options.dataset, out / _folder_name(method.name), data_dir=options.data_dir,
-            split=options.split, dirs=tuple(options.dirs), reference_dir=options.reference_dir, task=options.task,
-            convention=options.convention, metrics=names, max_pairs=options.max_pairs, max_side=options.max_side,
-            allow_missing=options.allow_missing, name=method.name, overwrite=options.overwrite,
-            fused_pattern=method.pattern,
-            pattern_method=method.pattern_method,
-            progress=lambda: bar.update(1))
+        method_options = dataclasses.replace(
+            options, out=out / _folder_name(method.name), fused_dir=method.fused_dir, fused_pattern=method.pattern,
+            pattern_method=method.pattern_method, name=method.name, metrics=names, ckpt=None, method=None,
+            methods_dir=None, compare=())
+        summary = runner.evaluate(method_options, progress=lambda: bar.update(1))
       except (FileNotFoundError, ValueError) as error:
         run.failed.append((method.name, " ".join(str(error).split())))
         bar.update(len(pairs) - (bar.n - done))

@@ -25,7 +25,7 @@ from fusionjax import imageio
 #: Format tag of ``summary.json``; :func:`read_summary` refuses other files.
 SUMMARY_FORMAT = "fusionjax.evaluation/1"
 
-#: The metric names of the summaries and tables, in table order (DESIGN §6).
+#: The metric names of the summaries and tables, in table order (docs/DESIGN.md §6).
 METRIC_ORDER = ("EN", "MI", "SCD", "MS-SSIM", "MEF-SSIM", "PSNR", "SSIM", "Qabf", "VIF", "SD", "SF", "AG")
 
 
@@ -254,7 +254,7 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
 
 
 def _better(name: str) -> int:
-  """+1 when larger is better. Every metric of DESIGN §6 is larger-is-better."""
+  """+1 when larger is better. Every metric of docs/DESIGN.md §6 is larger-is-better."""
   del name
   return 1
 

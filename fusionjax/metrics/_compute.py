@@ -7,16 +7,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fusionjax.metrics import information, statistics, structural, visual
-from fusionjax.metrics._common import (
-    Deferred,
-    Evaluation,
-    MetricResult,
-    check_convention,
-    map_means,
-    prepare,
-    undefined,
-)
+from fusionjax.metrics import edges, information, statistics, structural, visual
+from fusionjax.metrics._inputs import Evaluation, prepare
+from fusionjax.metrics._local_statistics import Deferred, map_means
+from fusionjax.metrics._result import MetricResult, check_convention, undefined
 
 #: Metric names accepted by `compute_metrics`, in their reporting order.
 METRIC_NAMES = ("EN", "MI", "SCD", "MS-SSIM", "MEF-SSIM", "PSNR", "SSIM", "Qabf", "VIF", "SD", "SF", "AG")
@@ -53,12 +47,12 @@ _clean_ms_ssim = _similarity(structural._ms_ssim_to_sources, structural._ms_ssim
 _METRICS: dict[str, Callable[[Evaluation, str, str], MetricResult | Deferred]] = {
     "EN": lambda e, convention, compare_to: information._en(e),
     "MI": lambda e, convention, compare_to: information._mi(e, convention),
-    "SCD": lambda e, convention, compare_to: structural._scd(e),
+    "SCD": lambda e, convention, compare_to: statistics._scd(e),
     "MS-SSIM": _ms_ssim,
     "MEF-SSIM": lambda e, convention, compare_to: structural._mef_ssim(e),
     "PSNR": lambda e, convention, compare_to: statistics._psnr(e),
     "SSIM": _similarity(structural._ssim_to_sources, structural._ssim_to_reference, "SSIM"),
-    "Qabf": lambda e, convention, compare_to: structural._qabf(e),
+    "Qabf": lambda e, convention, compare_to: edges._qabf(e),
     "VIF": lambda e, convention, compare_to: visual._vif(e),
     "SD": lambda e, convention, compare_to: statistics._sd(e),
     "SF": lambda e, convention, compare_to: statistics._sf(e),

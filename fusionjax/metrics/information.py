@@ -1,25 +1,31 @@
 """Information-theoretic fusion metrics: entropy (EN) and mutual information (MI).
 
 Both count integer grey levels 0..255: float images are first rounded half up (see
-`fusionjax.metrics._common.to_levels`).
+`fusionjax.metrics._local_statistics.to_levels`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fusionjax.metrics._common import (
-    Evaluation,
-    MetricResult,
-    check_convention,
-    defined,
-    entropy_of_counts,
-    prepare,
-    two_sources,
-    undefined,
-)
+from fusionjax.metrics._inputs import Evaluation, prepare, two_sources
+from fusionjax.metrics._result import MetricResult, check_convention, defined, undefined
 
 _LEVELS = 256
+
+
+def entropy_of_counts(counts: np.ndarray) -> float:
+    """Shannon entropy in bits of a histogram.
+
+    Args:
+      counts: non-negative bin counts of any shape.
+
+    Returns:
+      -sum p log2 p over the non-empty bins, with p = counts / counts.sum().
+    """
+    p = counts[counts > 0].astype(np.float64)
+    p /= p.sum()
+    return 0.0 - float(np.sum(p * np.log2(p)))  # 0.0 - x: a single level gives 0.0, not -0.0
 
 
 def _entropy(evaluation: Evaluation, i: int) -> float:

@@ -1,4 +1,4 @@
-"""Image statistics used as fusion metrics (SD, SF, AG) and PSNR against a reference."""
+"""Image statistics used as fusion metrics (SD, SF, AG), SCD (correlations), and PSNR against a reference."""
 
 from __future__ import annotations
 
@@ -6,15 +6,8 @@ import math
 
 import numpy as np
 
-from fusionjax.metrics._common import (
-    PEAK,
-    Evaluation,
-    MetricResult,
-    defined,
-    prepare,
-    prepare_pair,
-    undefined,
-)
+from fusionjax.metrics._inputs import PEAK, Evaluation, prepare, prepare_pair, two_sources
+from fusionjax.metrics._result import MetricResult, defined, undefined
 
 
 def standard_deviation(image) -> MetricResult:
@@ -110,3 +103,41 @@ def _psnr(evaluation: Evaluation) -> MetricResult:
     if evaluation.reference is None:
         return undefined("PSNR needs a reference image; none was given.")
     return _psnr_images(evaluation.image(evaluation.fused), evaluation.image(evaluation.reference))
+
+
+def _corr2(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    return float(np.sum(a * b) / math.sqrt(float(np.sum(a * a)) * float(np.sum(b * b))))
+
+
+def scd(fused, sources) -> MetricResult:
+    """SCD: sum of the correlations of differences (Aslantas & Bendes, AEU 69(12), 2015).
+
+    SCD = corr2(F - B, A) + corr2(F - A, B), corr2 the Pearson correlation over all pixels
+    (MATLAB ``corr2``). In [-2, 2]; F = A + B + c gives exactly 2.
+
+    Args:
+      fused: 2-D fused grey image, levels 0..255.
+      sources: a list or tuple of exactly two source images of the same shape.
+
+    Returns:
+      SCD; undefined for other than two sources, or when a source or a difference image is
+      constant (a correlation with zero variance).
+    """
+    return _scd(prepare(fused, sources))
+
+
+def _scd(evaluation: Evaluation) -> MetricResult:
+    reason = two_sources(evaluation, "SCD")
+    if reason is not None:
+        return undefined(reason)
+    fused = evaluation.image(evaluation.fused)
+    a, b = (evaluation.image(k) for k in evaluation.sources)
+    named = {"source A": a, "source B": b, "F - B": fused - b, "F - A": fused - a}
+    constant = [name for name, image in named.items() if np.ptp(image) == 0]
+    if constant:
+        return undefined(
+            f"SCD is undefined: {', '.join(constant)} is constant, so its correlation has zero variance."
+        )
+    return defined(_corr2(named["F - B"], a) + _corr2(named["F - A"], b))

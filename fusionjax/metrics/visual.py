@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusionjax.metrics._common import (
-    Evaluation,
-    MetricResult,
-    defined,
-    filter_valid,
-    gaussian_window,
-    prepare,
-    prepare_pair,
-    separable_valid,
-    strip_rows,
-    two_sources,
-    undefined,
-)
+from fusionjax.metrics._filters import filter_valid, gaussian_window, separable_valid, strip_rows
+from fusionjax.metrics._inputs import Evaluation, prepare, prepare_pair, two_sources
+from fusionjax.metrics._result import MetricResult, defined, undefined
 
 # Variance of the visual noise of the HVS model (Sheikh & Bovik's vifp_mscale.m).
 _NOISE_VARIANCE = 2.0
