@@ -44,6 +44,8 @@ from fusionjax import batch
 from fusionjax import imageio
 from fusionjax import inference
 from fusionjax import runtime
+from fusionjax import stages
+from fusionjax import tiling
 
 #: Exit code of user errors (as argparse uses for usage errors).
 USAGE_ERROR = 2
@@ -99,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fuse with a program written by `fusionjax export` (instead of --ckpt/--task); colour "
                          "by the rule-based chroma, without ColorNet")
   fuse.add_argument("--pad-multiple", type=int, default=None, metavar="M", help=_PAD_HELP)
-  fuse.add_argument("--tile-size", type=int, default=inference.DEFAULT_TILE_SIZE,
+  fuse.add_argument("--tile-size", type=int, default=tiling.DEFAULT_TILE_SIZE,
                     help="fuse images larger than this in overlapping tiles of at most "
-                         f"{inference.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
-  fuse.add_argument("--overlap", type=int, default=inference.DEFAULT_TILE_OVERLAP,
+                         f"{tiling.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
+  fuse.add_argument("--overlap", type=int, default=tiling.DEFAULT_TILE_OVERLAP,
                     help="overlap of neighbouring tiles in pixels (default %(default)s)")
   fuse.add_argument("--grey", action="store_true", help="write the fused luma only, even for colour sources")
   fuse.add_argument("--bit-depth", type=int, choices=imageio.BIT_DEPTHS, default=None,
@@ -168,7 +170,7 @@ def _load_fusion(args: argparse.Namespace):
       raise ValueError(f"--exported {args.exported} carries its own weights and task; drop --ckpt and --task.")
     from fusionjax import export
     return export.load_exported(args.exported)
-  return inference.load_model(args.ckpt, task=args.task)
+  return stages.load_model(args.ckpt, task=args.task)
 
 
 class _AutoFusion:
@@ -186,7 +188,7 @@ class _AutoFusion:
     self.last = detect.detect_task(images)
     self.picked[self.last.task] = self.picked.get(self.last.task, 0) + 1
     if self.last.task not in self.models:
-      self.models[self.last.task] = inference.load_model(None, task=self.last.task)
+      self.models[self.last.task] = stages.load_model(None, task=self.last.task)
     return self.models[self.last.task]
 
 
@@ -199,8 +201,8 @@ def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, p
                                              grey=args.grey, pad_multiple=pad_multiple)
 
   def fuse(images):
-    fused, info = inference.fuse_images_with_info(fusion, images, tile_size=args.tile_size, tile_overlap=args.overlap,
-                                                  grey=args.grey, pad_multiple=pad_multiple, progress=progress)
+    fused, info = inference.fuse_images(fusion, images, tile_size=args.tile_size, tile_overlap=args.overlap,
+                                        grey=args.grey, pad_multiple=pad_multiple, progress=progress, with_info=True)
     return fused, info.compiled
 
   return fuse
@@ -232,7 +234,7 @@ def _fuse(args: argparse.Namespace) -> int:
   try:
     # Everything that can fail on user input runs before anything is written.
     out = inference.check_output_path(args.out, sources=args.sources)
-    inference.check_tiling(args.tile_size, args.overlap)
+    tiling.check_tiling(args.tile_size, args.overlap)
     _check_pad_multiple(args.pad_multiple)
     decoded = [imageio.read_image(path, bit_depth=args.bit_depth) for path in args.sources]
     images = [d.pixels for d in decoded]
@@ -278,7 +280,7 @@ def _fuse_folders(args: argparse.Namespace) -> int:
     if not out.exists() and imageio.is_image_file(out):
       raise ValueError(f"-o {out} looks like an image file; with --dirs/--dataset, -o names the output folder "
                        f"(e.g. -o {out.with_suffix('')}).")
-    inference.check_tiling(args.tile_size, args.overlap)
+    tiling.check_tiling(args.tile_size, args.overlap)
     _check_pad_multiple(args.pad_multiple)
     if args.dirs is not None:
       jobs = batch.folder_jobs(args.dirs)
@@ -358,7 +360,7 @@ def _export(args: argparse.Namespace) -> int:
   if out.is_dir():
     return _error(f"-o {out} is a folder; give a file name such as {out / ('model' + export.SUFFIX)}.", "export")
   try:
-    fusion_model = inference.load_model(args.ckpt, task=args.task)
+    fusion_model = stages.load_model(args.ckpt, task=args.task)
     exported = export.export_fusion(fusion_model)
   except (FileNotFoundError, ValueError) as error:
     return _error(str(error), "export")

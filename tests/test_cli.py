@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusionjax import checkpoints
 from fusionjax import cli
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import stages
 
 from test_inference import SIZE, TINY_FRUFN, real_pair, save_tiny_checkpoint
 
@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
     files[name] = imageio.save_image(root / name, image)
   (root / "broken.png").write_bytes(b"not an image at all")
   files["broken.png"] = root / "broken.png"
-  return {"root": root, "ckpt": ckpt, "files": files, "model": checkpoints.load_fusion_model(ckpt)}
+  return {"root": root, "ckpt": ckpt, "files": files, "model": stages.load_fusion_model(ckpt)}
 
 
 def _run(argv, capsys):

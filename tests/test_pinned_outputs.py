@@ -16,6 +16,7 @@ import pytest
 
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import stages
 from fusionjax.data import sample_pairs
 
 # sample, task, patch origin (row, col), SHA-256 of the float32 output, the patch (channel 0)
@@ -39,7 +40,7 @@ def test_shipped_weights_fuse_the_sample_pair_as_before(sample):
   task, (row, col), shape, digest, patch = CASES[sample]
   pair = sample_pairs.sample_pair(sample)
   images = [imageio.load_image(path) for path in pair.sources]
-  fused = inference.fuse_images(inference.load_model(None, task=task), images)
+  fused = inference.fuse_images(stages.load_model(None, task=task), images)
   assert fused.shape == shape and fused.dtype == np.float32
   patch = np.asarray(patch)
   np.testing.assert_allclose(fused[row:row + patch.shape[0], col:col + patch.shape[1], 0], patch, rtol=0, atol=1e-6)
