@@ -45,6 +45,7 @@ from fusionjax import imageio
 from fusionjax import inference
 from fusionjax import runtime
 from fusionjax import stages
+from fusionjax import tasks
 from fusionjax import tiling
 
 #: Exit code of user errors (as argparse uses for usage errors).
@@ -52,8 +53,9 @@ USAGE_ERROR = 2
 #: ``--task`` value that picks the stage from the sources (:mod:`fusionjax.detect`).
 AUTO = "auto"
 
-_TASK_HELP = ("check that the checkpoint was trained for this task: mfif, meif, ivf, or mif "
-              "(medical fusion uses the meif stage, as in the paper)")
+_TASK_CHOICES = "|".join(tasks.TASKS)
+_TASK_HELP = (f"check that the checkpoint was trained for this task: {', '.join(tasks.TASKS)} "
+              f"(medical fusion uses the {tasks.STAGE_OF_TASK['mif']} stage, as in the paper)")
 
 
 _PAD_HELP = ("pad the inputs by reflection to a multiple of this so that images of many sizes share compiled "
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
   fuse.add_argument("--ckpt", default=None,
                     help="stage workdir of a trained model (the --workdir of train.py); default: the weights "
                          "shipped with fusionjax for --task")
-  fuse.add_argument("--task", choices=("mfif", "meif", "ivf", "mif", AUTO), default=None,
+  fuse.add_argument("--task", choices=tasks.TASKS + (AUTO,), default=None,
                     help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP
                          + "; 'auto' picks the shipped stage from the sources (colour, brightness, black "
                            "background; see fusionjax.detect) and says what it picked and why")
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "jax.export.deserialize(open(FILE, 'rb').read()).call(y1, y2) on (1, H, W, 1) float32 lumas.")
   export.add_argument("-o", "--out", required=True, help="the file to write (e.g. ivf.jaxexport)")
   export.add_argument("--ckpt", default=None, help="stage workdir of a trained model; default: the shipped weights")
-  export.add_argument("--task", choices=("mfif", "meif", "ivf", "mif"), default=None,
+  export.add_argument("--task", choices=tasks.TASKS, default=None,
                       help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP)
   return parser
 
@@ -228,7 +230,7 @@ def _fuse(args: argparse.Namespace) -> int:
     return _error(f"fusion needs at least two source images, got {len(args.sources)} (to fuse folders, pass "
                   "--dirs A_DIR B_DIR).")
   if args.ckpt is None and args.task is None and args.exported is None:
-    return _error("say which fusion this is with --task mfif|meif|ivf|mif to use the shipped weights "
+    return _error(f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
                   "(e.g. `fusionjax fuse vis.png ir.png -o fused.png --task ivf`), or pass --ckpt DIR, the "
                   "workdir of a stage you trained.")
   try:
@@ -296,7 +298,7 @@ def _fuse_folders(args: argparse.Namespace) -> int:
       jobs = batch.dataset_jobs(args.dataset, args.data_dir, args.split)
       task = task or (reader.task if args.ckpt is None and args.exported is None else None)
     if task is None and args.ckpt is None and args.exported is None:
-      raise ValueError("say which fusion this is with --task mfif|meif|ivf|mif to use the shipped weights "
+      raise ValueError(f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
                        "(e.g. `fusionjax fuse --dirs vis ir -o fused --task ivf`), or pass --ckpt DIR.")
     args.task = task
     fusion = _load_fusion(args)
@@ -354,7 +356,7 @@ def _export(args: argparse.Namespace) -> int:
   """``fusionjax export``: the stage's luma fusion as a jax.export file."""
   from fusionjax import export
   if args.ckpt is None and args.task is None:
-    return _error("say which stage to export with --task mfif|meif|ivf|mif (the shipped weights) or --ckpt DIR.",
+    return _error(f"say which stage to export with --task {_TASK_CHOICES} (the shipped weights) or --ckpt DIR.",
                   "export")
   out = Path(args.out)
   if out.is_dir():
