@@ -19,13 +19,15 @@ a pair that cannot be fused, lists the failures at the end and exits with 1 if t
 What reading the sources decided is said in one ``note:`` line each on stderr:
 
 - a 16-bit source holding fewer bits (a 12-bit thermal image) is read at the depth it holds, unless
-  ``--bit-depth`` says otherwise (:func:`fusionjax.imageio.read_image`);
+  ``--bit_depth`` says otherwise (:func:`fusionjax.imageio.read_image`);
 - transparent pixels: the fused image is transparent where any source is (its alpha is the smallest
   of the sources' alphas), so content hidden under transparency never shows in the output. Formats
   without alpha (JPEG, BMP, GIF, PPM/PGM) get the fused image composited on a black background.
 
 ``train.py`` and ``evaluate.py`` are absl programs; :func:`run_absl` gives them the same conventions
-(``--help`` exits 0, a bad flag exits 2 with one line).
+(``--help`` exits 0, a bad flag exits 2 with one line). Multi-word flags are spelled with an
+underscore everywhere (``--tile_size``, as absl spells them); the hyphen spellings of earlier
+releases (:data:`DEPRECATED_FLAGS`) still work for one release, with a note on stderr.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ from fusionjax import tiling
 USAGE_ERROR = 2
 #: ``--task`` value that picks the stage from the sources (:mod:`fusionjax.detect`).
 AUTO = "auto"
+
+#: The hyphen spellings ``fusionjax fuse`` took up to 0.1 -> the spelling now, the one absl uses in
+#: train.py and evaluate.py. The old ones are accepted, with a note, for one release.
+DEPRECATED_FLAGS = {"--pad-multiple": "--pad_multiple", "--tile-size": "--tile_size", "--bit-depth": "--bit_depth",
+                    "--no-progress": "--no_progress"}
 
 _TASK_CHOICES = "|".join(tasks.TASKS)
 _TASK_HELP = (f"check that the checkpoint was trained for this task: {', '.join(tasks.TASKS)} "
@@ -102,17 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
   fuse.add_argument("--exported", default=None, metavar="FILE",
                     help="fuse with a program written by `fusionjax export` (instead of --ckpt/--task); colour "
                          "by the rule-based chroma, without ColorNet")
-  fuse.add_argument("--pad-multiple", type=int, default=None, metavar="M", help=_PAD_HELP)
-  fuse.add_argument("--tile-size", type=int, default=tiling.DEFAULT_TILE_SIZE,
+  fuse.add_argument("--pad_multiple", type=int, default=None, metavar="M", help=_PAD_HELP)
+  fuse.add_argument("--tile_size", type=int, default=tiling.DEFAULT_TILE_SIZE,
                     help="fuse images larger than this in overlapping tiles of at most "
                          f"{tiling.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
   fuse.add_argument("--overlap", type=int, default=tiling.DEFAULT_TILE_OVERLAP,
                     help="overlap of neighbouring tiles in pixels (default %(default)s)")
   fuse.add_argument("--grey", action="store_true", help="write the fused luma only, even for colour sources")
-  fuse.add_argument("--bit-depth", type=int, choices=imageio.BIT_DEPTHS, default=None,
+  fuse.add_argument("--bit_depth", type=int, choices=imageio.BIT_DEPTHS, default=None,
                     help="bits of data in 16-bit grey sources (e.g. 12 for many thermal cameras); default: "
                          "taken from the largest value, and said in a note")
-  fuse.add_argument("--no-progress", action="store_true", help="with --dirs/--dataset: no progress bar")
+  fuse.add_argument("--no_progress", action="store_true", help="with --dirs/--dataset: no progress bar")
 
   metrics = commands.add_parser(
       "metrics", help="score one fused image against its sources",
@@ -220,7 +227,7 @@ def _describe(fusion) -> str:
 
 def _check_pad_multiple(value: int | None) -> None:
   if value is not None and value < 1:
-    raise ValueError(f"--pad-multiple must be a positive integer (1 for exact-size fusion), got {value}.")
+    raise ValueError(f"--pad_multiple must be a positive integer (1 for exact-size fusion), got {value}.")
 
 
 def _fuse(args: argparse.Namespace) -> int:
@@ -432,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     The exit code: 0 on success, 2 on user errors, 1 when some pairs of a folder fusion failed.
   """
   parser = build_parser()
+  argv, respelled = _respell(sys.argv[1:] if argv is None else list(argv))
   try:
     args = parser.parse_args(argv)
   except SystemExit as exit_:
@@ -440,7 +448,28 @@ def main(argv: Sequence[str] | None = None) -> int:
   commands = {"fuse": _fuse, "metrics": _metrics, "export": _export}
   if args.command not in commands:
     return _error(f"unknown command {args.command!r}.", args.command)
-  return commands[args.command](args)
+  code = commands[args.command](args)
+  if code != USAGE_ERROR:  # A usage error stays one line.
+    for old in respelled:
+      print(f"fusionjax {args.command}: note: {old} is deprecated; spell it {DEPRECATED_FLAGS[old]}, as "
+            "train.py and evaluate.py do (the hyphen spelling goes in the next release).", file=sys.stderr)
+  return code
+
+
+def _respell(argv: list) -> tuple[list, list[str]]:
+  """``argv`` with the :data:`DEPRECATED_FLAGS` spelled as now, and the old spellings met (once each)."""
+  out, respelled = [], []
+  for k, arg in enumerate(argv):
+    if arg == "--":  # Everything after it is a positional argument.
+      out.extend(argv[k:])
+      break
+    name, equals, value = arg.partition("=") if isinstance(arg, str) else (arg, "", "")
+    if name in DEPRECATED_FLAGS:
+      arg = DEPRECATED_FLAGS[name] + equals + value
+      if name not in respelled:
+        respelled.append(name)
+    out.append(arg)
+  return out, respelled
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def check_tiling(tile_size: int, overlap: int) -> None:
     raise ValueError(f"tile overlap must be >= 0, got {overlap}.")
   if 2 * int(overlap) >= int(tile_size):
     raise ValueError(f"tile overlap ({overlap}) must be less than half the tile size ({tile_size}); "
-                     "use a larger --tile-size or a smaller --overlap.")
+                     "use a larger --tile_size or a smaller --overlap.")
 
 
 def blend_weights(grid: TileGrid, index: int) -> np.ndarray:

@@ -116,7 +116,7 @@ def test_check_tiling_names_the_flags():
     tiling.check_tiling(0, 0)
   with pytest.raises(ValueError, match=">= 0"):
     tiling.check_tiling(96, -1)
-  with pytest.raises(ValueError, match=r"--tile-size or a smaller --overlap"):
+  with pytest.raises(ValueError, match=r"--tile_size or a smaller --overlap"):
     tiling.check_tiling(96, 48)
 
 
