@@ -305,6 +305,10 @@ def test_forward_cost_counts_every_loop_iteration(frufn):
   assert three["loops"][0]["trips"] == 3 and body > 0.2 * one["flops"]
   assert three["flops_xla"] == pytest.approx(one["flops_xla"], rel=1e-3)
   assert three["flops"] == pytest.approx(one["flops"] + 2 * body, rel=1e-3)
+  # With a ColorNet, its FLOPs at the image's own size are reported beside the network's.
+  coloured = cost.forward_cost(tiny_fusion_model(TINY_FRUFN, colornet=True), 50, 70)
+  assert coloured["colornet_flops"] > 0 and coloured["flops"] == pytest.approx(one["flops"])
+  assert "colornet_flops" not in one
 
 
 def test_parameters_and_description_of_a_model(frufn):

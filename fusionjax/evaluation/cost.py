@@ -66,12 +66,13 @@ def forward_cost(fusion_model, height: int, width: int, pad_multiple: int | None
     c = jax.ShapeDtypeStruct((1, ch, cw, 2), jnp.float32)
     yc = jax.ShapeDtypeStruct((1, ch, cw, 1), jnp.float32)
     colornet = fusion_model.colornet
-    lowered = jax.jit(lambda v, c1, c2, y: colornet.apply(v, c1, c2, y)).lower(fusion_model.colornet_variables, c, c, yc)
+    apply = jax.jit(lambda v, c1, c2, y: colornet.apply(v, c1, c2, y))
+    lowered = apply.lower(fusion_model.colornet_variables, c, c, yc)
     result["colornet_flops"] = xla_cost(lowered).get("flops")
   return result
 
 
-def _xla_cost(closed) -> dict:
+def _jaxpr_cost(closed) -> dict:
   """XLA's cost analysis of a closed jaxpr lowered on its own (loop bodies counted once)."""
   import jax
   from jax.extend import core as jex_core
@@ -99,7 +100,7 @@ def _loops_in(jaxpr):
 def _loop_aware_flops(closed, while_trips: float | None, record: list) -> tuple[float, dict]:
   """``C(J) = X(J) + sum over loops (trips * C(body) - X(body))``; returns ``(C(J), XLA's cost of J)``."""
   from jax.extend import core as jex_core
-  xla = _xla_cost(closed)
+  xla = _jaxpr_cost(closed)
   total = xla["flops"]
   for kind, body, trips in _loops_in(closed.jaxpr):
     if not isinstance(body, jex_core.ClosedJaxpr):
