@@ -25,8 +25,9 @@ if str(ROOT) not in sys.path:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fusionjax import checkpoints, imageio, inference, models, runtime, weights  # noqa: E402
+from fusionjax import color, imageio, models, runtime, stages, weights  # noqa: E402
 from fusionjax.data import sample_pairs  # noqa: E402
+from fusionjax.models import stats as solver_stats  # noqa: E402
 
 PAIRS = {"ivf": ("tno",), "mfif": ("lytro",), "meif": ("mefb", "harvard_mri_ct", "harvard_mri_spect")}
 
@@ -36,7 +37,7 @@ def _solve(model_config: dict, params, y1, y2, max_iter: int, tol: float):
 
   def run(p, a, b):
     fused, aux = model.apply({"params": p}, a, b, mutable=["intermediates"])
-    stats = aux["intermediates"]["solver_stats"][0]
+    stats = solver_stats.find_solver_stats(aux["intermediates"])
     return fused, stats.num_steps, stats.rel_residual
 
   fused, steps, residual = jax.jit(run)(params, y1, y2)
@@ -55,10 +56,10 @@ def main(argv=None) -> None:
   print("| stage | pair | max_iter | tol | iterations | rel. residual | max diff (grey) | mean diff (grey) |")
   print("|---|---|---:|---:|---:|---:|---:|---:|")
   for stage, names in PAIRS.items():
-    fusion_model = checkpoints.load_fusion_model(weights.shipped_checkpoint(stage))
+    fusion_model = stages.load_fusion_model(weights.shipped_checkpoint(stage))
     config = dict(fusion_model.metadata["model"])
     for name in names:
-      lumas = [inference.split_luma_chroma(imageio.load_image(p))[0][:args.crop, :args.crop]
+      lumas = [color.split_luma_chroma(imageio.load_image(p))[0][:args.crop, :args.crop]
                for p in sample_pairs.sample_pair(name).sources]
       y1, y2 = (np.asarray(y)[None] for y in lumas)
       reference, ref_steps, ref_res = _solve(config, fusion_model.params, y1, y2, args.ref_iter, 1e-6)

@@ -33,6 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fusionjax import models  # noqa: E402
+from fusionjax import tasks  # noqa: E402
 
 
 class Budget:
@@ -95,7 +96,7 @@ def training_section(smoke: bool, steps: int, budget) -> list[str]:
   from fusionjax.data import sample_pairs
   rows = ["| stage | batch | s / step | crops / s | compile s | temp MiB | loss | pipeline batches / s |",
           "|---|---|---:|---:|---:|---:|---:|---:|"]
-  for stage in ("mfif", "meif", "ivf"):
+  for stage in tasks.STAGES:
     if budget.left < 0:
       rows.append(f"| {stage} | skipped: time budget spent | | | | | | |")
       continue

@@ -13,7 +13,7 @@ Prints three Markdown tables:
    ``temp_size_in_bytes``) against the number of iterations: FRUFN's N, EFRUFN's ``max_iter``
    (paper Fig. 13: FRUFN grows linearly, EFRUFN stays flat).
 
-Usage (about 15 minutes on 2 busy CPU cores with the defaults; the flags shrink it):
+Usage (the defaults take a while on a CPU; the flags shrink it):
 
     python benchmarks/models_benchmark.py
     python benchmarks/models_benchmark.py --height 64 --width 96 --iterations 1,3 --latency_runs 2
@@ -33,23 +33,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from fusionjax import models  # noqa: E402
+from fusionjax.evaluation import cost  # noqa: E402
 from fusionjax.models import padding  # noqa: E402
+from fusionjax.models import stats as solver_stats  # noqa: E402
 from fusionjax.models.unfolding import UFUnit  # noqa: E402
 
 PAPER_PARAMS = {"frufn": 0.864e6, "efrufn": 0.236e6}
 PAPER_GFLOPS = {"frufn": 130.22, "efrufn": 148.71}
 PAPER_SECONDS = {"frufn": 0.333, "efrufn": 0.356}
-
-
-def _count(tree) -> int:
-  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))
-
-
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # Older JAX returns one dict per device.
-    cost = cost[0]
-  return float(cost["flops"])
 
 
 def _init(model, shape):
@@ -69,7 +60,7 @@ def parameter_table(width: int) -> str:
   for name, variant, n in cases:
     config = dict(name=name, variant=variant, width=width, num_units=n, max_iter=n)
     model = models.create_model(config)
-    count = _count(jax.eval_shape(model.init, jax.random.PRNGKey(0), y, y)["params"])
+    count = cost.count_parameters(jax.eval_shape(model.init, jax.random.PRNGKey(0), y, y)["params"])
     paper = ""
     if width == 32 and variant == "full" and (name == "efrufn" or n == 5):
       paper = f"{PAPER_PARAMS[name] / 1e6:.3f} M ({count / PAPER_PARAMS[name] - 1:+.1%})"
@@ -91,7 +82,7 @@ def cost_table(height: int, width: int, model_width: int, runs: int) -> str:
   feats = jax.ShapeDtypeStruct((1, hp, wp, model_width), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, hp, wp, 1), jnp.float32)
   unit_vars = jax.eval_shape(unit.init, jax.random.PRNGKey(0), feats, feats, mask, feats)
-  unit_flops = _flops(jax.jit(unit.apply).lower(unit_vars, feats, feats, mask, feats).compile())
+  unit_flops = cost.xla_flops(jax.jit(unit.apply).lower(unit_vars, feats, feats, mask, feats).compile())
 
   rows = ["| model | iterations | GFLOPs (XLA) | of which UF units | CPU latency (s) | "
           "compile (s) | paper GFLOPs | paper latency (s, GPU) |",
@@ -104,7 +95,7 @@ def cost_table(height: int, width: int, model_width: int, runs: int) -> str:
     start = time.perf_counter()
     compiled = apply.lower(variables, y1, y2).compile()
     compile_s = time.perf_counter() - start
-    program_flops = _flops(compiled)  # Loop bodies counted once.
+    program_flops = cost.xla_flops(compiled)  # Loop bodies counted once.
     fused, aux = compiled(variables, y1, y2)
     jax.block_until_ready(fused)
     times = []
@@ -117,7 +108,7 @@ def cost_table(height: int, width: int, model_width: int, runs: int) -> str:
       fixed = program_flops - unit_flops
       total = fixed + iterations * unit_flops
     else:
-      iterations = int(aux["intermediates"]["solver_stats"][0].num_steps[0])
+      iterations = int(solver_stats.find_solver_stats(aux["intermediates"]).num_steps[0])
       per_step = program_flops - fixed  # One unit plus one Anderson update.
       total = fixed + iterations * per_step
     rows.append(

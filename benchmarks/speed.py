@@ -22,7 +22,7 @@ separately):
 
 Writes ``results/speed.md`` (``--out``) and prints the same tables. Usage::
 
-  python benchmarks/speed.py                  # everything but --large (tens of minutes on 2 CPU cores)
+  python benchmarks/speed.py                  # everything but --large (long on a CPU)
   python benchmarks/speed.py --quick          # smaller: no FRUFN, training only MFIF full + :cpu
   python benchmarks/speed.py --large          # add the 4000x3000 fuse
 """
@@ -50,7 +50,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from fusionjax import checkpoints, inference, models, runtime, weights  # noqa: E402
+from fusionjax import models, runtime, stages, tasks, weights  # noqa: E402
+from fusionjax.evaluation import cost  # noqa: E402
 from fusionjax.models import ops  # noqa: E402
 from fusionjax.models.blocks import ConvNeXtBlock  # noqa: E402
 from fusionjax.models.glt import GLT  # noqa: E402
@@ -64,13 +65,6 @@ PREVIOUS = {"implementations": {"depthwise_conv2d": "xla"}, "compiler_options": 
 CURRENT = {"implementations": {}, "compiler_options": runtime.COMPILER_OPTIONS}
 
 
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float((cost or {}).get("flops", 0.0))
-
-
 class Timed:
   """A compiled function with its compile time; ``time()`` is the fastest of ``runs`` calls."""
 
@@ -80,7 +74,7 @@ class Timed:
       self.compiled = jax.jit(fn).lower(*args).compile(compiler_options=variant["compiler_options"])
       self.compile_s = time.perf_counter() - start
     self.args = args
-    self.flops = _flops(self.compiled)
+    self.flops = cost.xla_flops(self.compiled)
     memory = self.compiled.memory_analysis()
     self.temp_mib = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
     self.output = jax.block_until_ready(self.compiled(*args))  # warm-up
@@ -135,8 +129,8 @@ def _init(model, shape=(1, 64, 64, 1)):
 
 
 def _nominal_flops(model, params, height, width, trips) -> float:
-  fusion_model = checkpoints.FusionModel(task="ivf", model=model, params=params["params"])
-  return inference.forward_cost(fusion_model, height, width, while_trips=trips)["flops"]
+  fusion_model = stages.FusionModel(task="ivf", model=model, params=params["params"])
+  return cost.forward_cost(fusion_model, height, width, while_trips=trips)["flops"]
 
 
 def inference_section(height: int, width: int, runs: int, quick: bool) -> dict:
@@ -147,7 +141,7 @@ def inference_section(height: int, width: int, runs: int, quick: bool) -> dict:
   p32 = _init(efrufn)
   rows["EFRUFN w32, 5 it."] = (Timed(apply(efrufn), (p32, y1, y2)), _nominal_flops(efrufn, p32, height, width, 5))
   rows["EFRUFN w32, 5 it., previous formulation"] = (Timed(apply(efrufn), (p32, y1, y2), PREVIOUS), rows["EFRUFN w32, 5 it."][1])
-  shipped = checkpoints.load_fusion_model(weights.shipped_checkpoint("ivf"))
+  shipped = stages.load_fusion_model(weights.shipped_checkpoint("ivf"))
   cfg = shipped.metadata["model"]
   small = _efrufn(int(cfg["width"]), int(cfg["max_iter"]), int(cfg["num_heads"]), int(cfg["cpb_hidden"]))
   ps = {"params": shipped.params}
@@ -166,7 +160,7 @@ def inference_section(height: int, width: int, runs: int, quick: bool) -> dict:
   diff = float(np.abs(np.asarray(rows["EFRUFN w32, 5 it."][0].output)
                       - np.asarray(rows["EFRUFN w32, 5 it., previous formulation"][0].output)).max())
   return {"rows": rows, "max_output_difference": diff,
-          "params": {"EFRUFN w32": inference.count_parameters(p32), "IFCNN": inference.count_parameters(pi)}}
+          "params": {"EFRUFN w32": cost.count_parameters(p32), "IFCNN": cost.count_parameters(pi)}}
 
 
 def components_section(height: int, width: int, runs: int) -> dict:
@@ -199,7 +193,7 @@ def components_section(height: int, width: int, runs: int) -> dict:
 def training_section(quick: bool) -> list[dict]:
   import train_benchmark
   cases = [("mfif", None), ("mfif", "cpu")] if quick else [
-      (s, arg) for arg in (None, "cpu") for s in ("mfif", "meif", "ivf")]
+      (s, arg) for arg in (None, "cpu") for s in tasks.STAGES]
   results = []
   for stage, arg in cases:
     result = train_benchmark.benchmark_stage(stage, steps=2, batch_size=None, patch_size=None, model_name=None,
@@ -284,7 +278,7 @@ def report(args, ceil, infer, comps, train, comp, large) -> str:
   out += ["", "## Inference", "", _table(["network", "GFLOPs", "s", "GFLOP/s", "÷ dense conv", "× IFCNN time",
                                           "compile s", "temp MiB"], table),
           "", f"Largest output difference, current vs previous formulation: {infer['max_output_difference']:.1e}. "
-          f"GFLOPs count every solver iteration / unrolled unit (`fusionjax.inference.forward_cost`)."]
+          f"GFLOPs count every solver iteration / unrolled unit (`fusionjax.evaluation.cost.forward_cost`)."]
   table = []
   for name, t in comps.items():
     rate = t.flops / t.best

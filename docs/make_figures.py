@@ -23,6 +23,9 @@ from fusionjax import data
 from fusionjax import evaluation
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import stages
+from fusionjax import tasks
+from fusionjax import tiling
 
 # Height of every cell in pixels, and of the caption strip above each column.
 CELL = 200
@@ -49,14 +52,14 @@ def sample_figure(methods: list[str], checkpoints: dict[str, str], tile_size: in
   Returns:
     The figure as a PIL image.
   """
-  models = {task: inference.load_model(path, task=task) for task, path in checkpoints.items()}
+  models = {task: stages.load_model(path, task=task) for task, path in checkpoints.items()}
   columns = ["source 1", "source 2"] + list(methods) + (["fusionjax (trained stage)"] if models else [])
   rows = []
   for pair in data.list_sample_pairs():
     sources = data.load_pair(pair).sources
     cells = list(sources[:2]) + [evaluation.BASELINES[m](sources) for m in methods]
     if models:
-      model = models.get(inference.stage_for_task(pair.task))
+      model = models.get(stages.stage_for_task(pair.task))
       cells.append(None if model is None else inference.fuse_images(model, sources, tile_size=tile_size,
                                                                      tile_overlap=tile_overlap))
     height, width = sources[0].shape[:2]
@@ -79,10 +82,10 @@ def main(argv=None) -> int:
   """Parses the flags and writes the figure."""
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--methods", default="average,max", help="baselines to show (comma-separated; may be empty)")
-  parser.add_argument("--ckpts", default="", help="task=workdir,... of trained stages (mfif, meif, ivf)")
+  parser.add_argument("--ckpts", default="", help="task=workdir,... of trained stages (" + ", ".join(tasks.STAGES) + ")")
   parser.add_argument("--shipped", action="store_true", help="add the shipped weights' column (fusionjax.weights)")
-  parser.add_argument("--tile_size", type=int, default=inference.DEFAULT_TILE_SIZE)
-  parser.add_argument("--overlap", type=int, default=inference.DEFAULT_TILE_OVERLAP)
+  parser.add_argument("--tile_size", type=int, default=tiling.DEFAULT_TILE_SIZE)
+  parser.add_argument("--overlap", type=int, default=tiling.DEFAULT_TILE_OVERLAP)
   parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "figures" / "samples.jpg"))
   args = parser.parse_args(argv)
   methods = [m for m in args.methods.split(",") if m]
@@ -92,12 +95,12 @@ def main(argv=None) -> int:
   checkpoints = {}
   for item in filter(None, args.ckpts.split(",")):
     task, _, path = item.partition("=")
-    if task not in ("mfif", "meif", "ivf") or not path:
-      parser.error(f"--ckpts entries are task=workdir with task mfif, meif or ivf; got {item!r}")
+    if task not in tasks.STAGES or not path:
+      parser.error(f"--ckpts entries are task=workdir with task {', '.join(tasks.STAGES)}; got {item!r}")
     checkpoints[task] = path
   if args.shipped:
     from fusionjax import weights
-    checkpoints = {task: str(weights.shipped_checkpoint(task)) for task in ("mfif", "meif", "ivf")}
+    checkpoints = {task: str(weights.shipped_checkpoint(task)) for task in tasks.STAGES}
   try:
     figure = sample_figure(methods, checkpoints, args.tile_size, args.overlap)
   except (FileNotFoundError, ValueError) as error:

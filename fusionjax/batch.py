@@ -32,7 +32,7 @@ import numpy as np
 from fusionjax import imageio
 from fusionjax import inference
 
-#: Default ``--pad-multiple`` of folder fusion: sizes within 64 px share one compiled program.
+#: Default ``--pad_multiple`` of folder fusion: sizes within 64 px share one compiled program.
 DEFAULT_PAD_MULTIPLE = 64
 
 

@@ -11,6 +11,8 @@ A stage's workdir holds ``WORKDIR/checkpoints/<step>/`` with two items:
   ``fusionjax_version``, ``step`` and ``params_sha256`` (a checksum of the parameters, checked on
   restore; older checkpoints have none).
 
+:func:`fusionjax.stages.load_fusion_model` turns a checkpoint into a model ready to fuse.
+
 Because every stage embeds its teacher's metadata, the chain MFIF -> MEIF -> IVF can be read from
 the last stage's checkpoint alone (:func:`stage_lineage`), even when the earlier workdirs are gone.
 
@@ -26,7 +28,6 @@ Failures are reported in the package's terms, whatever Orbax and TensorStore rai
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import hashlib
 import json
@@ -42,8 +43,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+# A stage loaded for inference lives in fusionjax.stages; re-exported for the callers that load
+# stages through this module (training, results/export_weights.py).
+from fusionjax.stages import FusionModel as FusionModel
+from fusionjax.stages import load_fusion_model as load_fusion_model
+
 FORMAT = "fusionjax.stage/1"
-TASKS = ("mfif", "meif", "ivf")
 _STATE, _METADATA = "state", "metadata"
 # The parts of a state whose checksum the metadata records: what inference loads.
 _DIGESTED = ("params", "colornet_params")
@@ -435,75 +440,3 @@ def stage_lineage(metadata: dict) -> list[dict]:
     chain.append({"task": teacher.get("task"), "path": teacher.get("path"), "step": teacher.get("step")})
     teacher = (teacher.get("metadata") or {}).get("teacher")
   return chain
-
-
-@dataclasses.dataclass
-class FusionModel:
-  """A trained (or freshly initialised) fusion network ready for inference.
-
-  Attributes:
-    task: 'mfif', 'meif' or 'ivf': the stage that produced the weights.
-    model: the Flax module (FRUFN or EFRUFN) built from the recorded model config.
-    params: its parameters.
-    colornet: the ColorNet module, or ``None`` (only the MEIF stage trains one).
-    colornet_params: its parameters, or ``None``.
-    metadata: the checkpoint metadata (empty for an untrained model).
-    path: where the weights came from (``None`` for an untrained model).
-    step: the training step of the weights.
-  """
-
-  task: str
-  model: Any
-  params: Any
-  colornet: Any = None
-  colornet_params: Any = None
-  metadata: dict = dataclasses.field(default_factory=dict)
-  path: str | None = None
-  step: int | None = None
-
-  @property
-  def num_params(self) -> int:
-    """Number of parameters of the fusion network (ColorNet excluded)."""
-    return int(sum(np.size(leaf) for leaf in _leaves(self.params)))
-
-
-def _leaves(tree):
-  import jax
-  return jax.tree.leaves(tree)
-
-
-def load_fusion_model(path: str | os.PathLike, *, expected_task: str | None = None, step: int | None = None) -> FusionModel:
-  """Loads a stage checkpoint for inference.
-
-  Args:
-    path: a stage workdir (the ``--workdir`` of ``train.py``) or its ``checkpoints`` directory.
-    expected_task: if given, the checkpoint's task must match (e.g. a stage-2 teacher must be 'mfif').
-    step: which checkpoint; default the latest.
-
-  Returns:
-    A :class:`FusionModel`.
-
-  Raises:
-    FileNotFoundError: nothing to load at ``path``.
-    ValueError: the checkpoint belongs to another task, or is not a fusionjax checkpoint.
-  """
-  from fusionjax import models  # Deferred: models import Flax.
-
-  metadata = read_metadata(path, step)
-  task = metadata.get("task")
-  if expected_task is not None and task != expected_task:
-    raise ValueError(f"Checkpoint {path} was trained for task {task!r}, but {expected_task!r} is needed here. "
-                     "Point to a checkpoint of the right stage.")
-  checkpointer = StageCheckpointer(path, create=False)
-  try:
-    state, metadata = checkpointer.restore(metadata["step"])
-  finally:
-    checkpointer.close()
-  model = models.create_model(metadata["model"])
-  colornet = colornet_params = None
-  if metadata.get("colornet") is not None and "colornet_params" in state:
-    colornet = models.ColorNet(**metadata["colornet"])
-    colornet_params = state["colornet_params"]
-  return FusionModel(task=task, model=model, params=state["params"], colornet=colornet,
-                     colornet_params=colornet_params, metadata=metadata, path=str(Path(path).absolute()),
-                     step=int(metadata["step"]))

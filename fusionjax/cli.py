@@ -19,13 +19,15 @@ a pair that cannot be fused, lists the failures at the end and exits with 1 if t
 What reading the sources decided is said in one ``note:`` line each on stderr:
 
 - a 16-bit source holding fewer bits (a 12-bit thermal image) is read at the depth it holds, unless
-  ``--bit-depth`` says otherwise (:func:`fusionjax.imageio.read_image`);
+  ``--bit_depth`` says otherwise (:func:`fusionjax.imageio.read_image`);
 - transparent pixels: the fused image is transparent where any source is (its alpha is the smallest
   of the sources' alphas), so content hidden under transparency never shows in the output. Formats
   without alpha (JPEG, BMP, GIF, PPM/PGM) get the fused image composited on a black background.
 
 ``train.py`` and ``evaluate.py`` are absl programs; :func:`run_absl` gives them the same conventions
-(``--help`` exits 0, a bad flag exits 2 with one line).
+(``--help`` exits 0, a bad flag exits 2 with one line). Multi-word flags are spelled with an
+underscore everywhere (``--tile_size``, as absl spells them); the hyphen spellings of earlier
+releases (:data:`DEPRECATED_FLAGS`) still work for one release, with a note on stderr.
 """
 
 from __future__ import annotations
@@ -44,14 +46,23 @@ from fusionjax import batch
 from fusionjax import imageio
 from fusionjax import inference
 from fusionjax import runtime
+from fusionjax import stages
+from fusionjax import tasks
+from fusionjax import tiling
 
 #: Exit code of user errors (as argparse uses for usage errors).
 USAGE_ERROR = 2
 #: ``--task`` value that picks the stage from the sources (:mod:`fusionjax.detect`).
 AUTO = "auto"
 
-_TASK_HELP = ("check that the checkpoint was trained for this task: mfif, meif, ivf, or mif "
-              "(medical fusion uses the meif stage, as in the paper)")
+#: The hyphen spellings ``fusionjax fuse`` took up to 0.1 -> the spelling now, the one absl uses in
+#: train.py and evaluate.py. The old ones are accepted, with a note, for one release.
+DEPRECATED_FLAGS = {"--pad-multiple": "--pad_multiple", "--tile-size": "--tile_size", "--bit-depth": "--bit_depth",
+                    "--no-progress": "--no_progress"}
+
+_TASK_CHOICES = "|".join(tasks.TASKS)
+_TASK_HELP = (f"check that the checkpoint was trained for this task: {', '.join(tasks.TASKS)} "
+              f"(medical fusion uses the {tasks.STAGE_OF_TASK['mif']} stage, as in the paper)")
 
 
 _PAD_HELP = ("pad the inputs by reflection to a multiple of this so that images of many sizes share compiled "
@@ -91,24 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
   fuse.add_argument("--ckpt", default=None,
                     help="stage workdir of a trained model (the --workdir of train.py); default: the weights "
                          "shipped with fusionjax for --task")
-  fuse.add_argument("--task", choices=("mfif", "meif", "ivf", "mif", AUTO), default=None,
+  fuse.add_argument("--task", choices=tasks.TASKS + (AUTO,), default=None,
                     help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP
                          + "; 'auto' picks the shipped stage from the sources (colour, brightness, black "
                            "background; see fusionjax.detect) and says what it picked and why")
   fuse.add_argument("--exported", default=None, metavar="FILE",
                     help="fuse with a program written by `fusionjax export` (instead of --ckpt/--task); colour "
                          "by the rule-based chroma, without ColorNet")
-  fuse.add_argument("--pad-multiple", type=int, default=None, metavar="M", help=_PAD_HELP)
-  fuse.add_argument("--tile-size", type=int, default=inference.DEFAULT_TILE_SIZE,
+  fuse.add_argument("--pad_multiple", type=int, default=None, metavar="M", help=_PAD_HELP)
+  fuse.add_argument("--tile_size", type=int, default=tiling.DEFAULT_TILE_SIZE,
                     help="fuse images larger than this in overlapping tiles of at most "
-                         f"{inference.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
-  fuse.add_argument("--overlap", type=int, default=inference.DEFAULT_TILE_OVERLAP,
+                         f"{tiling.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
+  fuse.add_argument("--overlap", type=int, default=tiling.DEFAULT_TILE_OVERLAP,
                     help="overlap of neighbouring tiles in pixels (default %(default)s)")
   fuse.add_argument("--grey", action="store_true", help="write the fused luma only, even for colour sources")
-  fuse.add_argument("--bit-depth", type=int, choices=imageio.BIT_DEPTHS, default=None,
+  fuse.add_argument("--bit_depth", type=int, choices=imageio.BIT_DEPTHS, default=None,
                     help="bits of data in 16-bit grey sources (e.g. 12 for many thermal cameras); default: "
                          "taken from the largest value, and said in a note")
-  fuse.add_argument("--no-progress", action="store_true", help="with --dirs/--dataset: no progress bar")
+  fuse.add_argument("--no_progress", action="store_true", help="with --dirs/--dataset: no progress bar")
 
   metrics = commands.add_parser(
       "metrics", help="score one fused image against its sources",
@@ -129,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "jax.export.deserialize(open(FILE, 'rb').read()).call(y1, y2) on (1, H, W, 1) float32 lumas.")
   export.add_argument("-o", "--out", required=True, help="the file to write (e.g. ivf.jaxexport)")
   export.add_argument("--ckpt", default=None, help="stage workdir of a trained model; default: the shipped weights")
-  export.add_argument("--task", choices=("mfif", "meif", "ivf", "mif"), default=None,
+  export.add_argument("--task", choices=tasks.TASKS, default=None,
                       help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP)
   return parser
 
@@ -168,7 +179,7 @@ def _load_fusion(args: argparse.Namespace):
       raise ValueError(f"--exported {args.exported} carries its own weights and task; drop --ckpt and --task.")
     from fusionjax import export
     return export.load_exported(args.exported)
-  return inference.load_model(args.ckpt, task=args.task)
+  return stages.load_model(args.ckpt, task=args.task)
 
 
 class _AutoFusion:
@@ -186,7 +197,7 @@ class _AutoFusion:
     self.last = detect.detect_task(images)
     self.picked[self.last.task] = self.picked.get(self.last.task, 0) + 1
     if self.last.task not in self.models:
-      self.models[self.last.task] = inference.load_model(None, task=self.last.task)
+      self.models[self.last.task] = stages.load_model(None, task=self.last.task)
     return self.models[self.last.task]
 
 
@@ -199,8 +210,8 @@ def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, p
                                              grey=args.grey, pad_multiple=pad_multiple)
 
   def fuse(images):
-    fused, info = inference.fuse_images_with_info(fusion, images, tile_size=args.tile_size, tile_overlap=args.overlap,
-                                                  grey=args.grey, pad_multiple=pad_multiple, progress=progress)
+    fused, info = inference.fuse_images(fusion, images, tile_size=args.tile_size, tile_overlap=args.overlap,
+                                        grey=args.grey, pad_multiple=pad_multiple, progress=progress, with_info=True)
     return fused, info.compiled
 
   return fuse
@@ -216,7 +227,7 @@ def _describe(fusion) -> str:
 
 def _check_pad_multiple(value: int | None) -> None:
   if value is not None and value < 1:
-    raise ValueError(f"--pad-multiple must be a positive integer (1 for exact-size fusion), got {value}.")
+    raise ValueError(f"--pad_multiple must be a positive integer (1 for exact-size fusion), got {value}.")
 
 
 def _fuse(args: argparse.Namespace) -> int:
@@ -226,13 +237,13 @@ def _fuse(args: argparse.Namespace) -> int:
     return _error(f"fusion needs at least two source images, got {len(args.sources)} (to fuse folders, pass "
                   "--dirs A_DIR B_DIR).")
   if args.ckpt is None and args.task is None and args.exported is None:
-    return _error("say which fusion this is with --task mfif|meif|ivf|mif to use the shipped weights "
+    return _error(f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
                   "(e.g. `fusionjax fuse vis.png ir.png -o fused.png --task ivf`), or pass --ckpt DIR, the "
                   "workdir of a stage you trained.")
   try:
     # Everything that can fail on user input runs before anything is written.
     out = inference.check_output_path(args.out, sources=args.sources)
-    inference.check_tiling(args.tile_size, args.overlap)
+    tiling.check_tiling(args.tile_size, args.overlap)
     _check_pad_multiple(args.pad_multiple)
     decoded = [imageio.read_image(path, bit_depth=args.bit_depth) for path in args.sources]
     images = [d.pixels for d in decoded]
@@ -278,7 +289,7 @@ def _fuse_folders(args: argparse.Namespace) -> int:
     if not out.exists() and imageio.is_image_file(out):
       raise ValueError(f"-o {out} looks like an image file; with --dirs/--dataset, -o names the output folder "
                        f"(e.g. -o {out.with_suffix('')}).")
-    inference.check_tiling(args.tile_size, args.overlap)
+    tiling.check_tiling(args.tile_size, args.overlap)
     _check_pad_multiple(args.pad_multiple)
     if args.dirs is not None:
       jobs = batch.folder_jobs(args.dirs)
@@ -294,7 +305,7 @@ def _fuse_folders(args: argparse.Namespace) -> int:
       jobs = batch.dataset_jobs(args.dataset, args.data_dir, args.split)
       task = task or (reader.task if args.ckpt is None and args.exported is None else None)
     if task is None and args.ckpt is None and args.exported is None:
-      raise ValueError("say which fusion this is with --task mfif|meif|ivf|mif to use the shipped weights "
+      raise ValueError(f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
                        "(e.g. `fusionjax fuse --dirs vis ir -o fused --task ivf`), or pass --ckpt DIR.")
     args.task = task
     fusion = _load_fusion(args)
@@ -352,13 +363,13 @@ def _export(args: argparse.Namespace) -> int:
   """``fusionjax export``: the stage's luma fusion as a jax.export file."""
   from fusionjax import export
   if args.ckpt is None and args.task is None:
-    return _error("say which stage to export with --task mfif|meif|ivf|mif (the shipped weights) or --ckpt DIR.",
+    return _error(f"say which stage to export with --task {_TASK_CHOICES} (the shipped weights) or --ckpt DIR.",
                   "export")
   out = Path(args.out)
   if out.is_dir():
     return _error(f"-o {out} is a folder; give a file name such as {out / ('model' + export.SUFFIX)}.", "export")
   try:
-    fusion_model = inference.load_model(args.ckpt, task=args.task)
+    fusion_model = stages.load_model(args.ckpt, task=args.task)
     exported = export.export_fusion(fusion_model)
   except (FileNotFoundError, ValueError) as error:
     return _error(str(error), "export")
@@ -428,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     The exit code: 0 on success, 2 on user errors, 1 when some pairs of a folder fusion failed.
   """
   parser = build_parser()
+  argv, respelled = _respell(sys.argv[1:] if argv is None else list(argv))
   try:
     args = parser.parse_args(argv)
   except SystemExit as exit_:
@@ -436,7 +448,28 @@ def main(argv: Sequence[str] | None = None) -> int:
   commands = {"fuse": _fuse, "metrics": _metrics, "export": _export}
   if args.command not in commands:
     return _error(f"unknown command {args.command!r}.", args.command)
-  return commands[args.command](args)
+  code = commands[args.command](args)
+  if code != USAGE_ERROR:  # A usage error stays one line.
+    for old in respelled:
+      print(f"fusionjax {args.command}: note: {old} is deprecated; spell it {DEPRECATED_FLAGS[old]}, as "
+            "train.py and evaluate.py do (the hyphen spelling goes in the next release).", file=sys.stderr)
+  return code
+
+
+def _respell(argv: list) -> tuple[list, list[str]]:
+  """``argv`` with the :data:`DEPRECATED_FLAGS` spelled as now, and the old spellings met (once each)."""
+  out, respelled = [], []
+  for k, arg in enumerate(argv):
+    if arg == "--":  # Everything after it is a positional argument.
+      out.extend(argv[k:])
+      break
+    name, equals, value = arg.partition("=") if isinstance(arg, str) else (arg, "", "")
+    if name in DEPRECATED_FLAGS:
+      arg = DEPRECATED_FLAGS[name] + equals + value
+      if name not in respelled:
+        respelled.append(name)
+    out.append(arg)
+  return out, respelled
 
 
 if __name__ == "__main__":

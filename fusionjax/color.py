@@ -98,3 +98,27 @@ def fuse_chroma_many(chromas, tau: float = CHROMA_NEUTRAL):
   denom = weights.sum(axis=0)
   safe = xp.where(denom > 0, denom, 1.0)
   return xp.where(denom > 0, (stacked * weights).sum(axis=0) / safe, tau)
+
+
+def split_luma_chroma(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+  """Splits an image into its luma (H, W, 1) and chroma (H, W, 2), ``None`` for a grey image.
+
+  A grey image carries no chroma: ``None`` tells the colour rules (docs/DESIGN.md §3) to take the
+  chroma from the colour sources only. Colour is converted in float64 and returned as float32,
+  without clipping.
+
+  Args:
+    image: numpy (H, W), (H, W, 1) or (H, W, 3) in [0, 1].
+
+  Returns:
+    ``(y, crcb)``, float32.
+  """
+  image = np.asarray(image, np.float32)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3):
+    raise ValueError(f"An image must be (H, W), (H, W, 1) or (H, W, 3), got shape {image.shape}.")
+  if image.shape[-1] == 1:
+    return image, None
+  ycrcb = rgb_to_ycrcb(image.astype(np.float64)).astype(np.float32)
+  return ycrcb[..., :1], ycrcb[..., 1:]

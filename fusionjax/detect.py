@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionjax import color
 from fusionjax import inference
 
 #: Mean-Y difference of two colour sources from which they are taken for an exposure bracket.
@@ -58,7 +59,7 @@ def detect_task(images: Sequence[np.ndarray]) -> Detection:
     A :class:`Detection`.
   """
   inference.check_sources(images)
-  split = [inference.split_luma_chroma(image) for image in images]
+  split = [color.split_luma_chroma(image) for image in images]
   lumas = [y[..., 0] for y, _ in split]
   colour = [c is not None for _, c in split]
   if all(colour):

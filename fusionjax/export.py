@@ -40,6 +40,7 @@ import numpy as np
 from fusionjax import color
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import tiling
 
 #: Suffix of exported fusion programs.
 SUFFIX = ".jaxexport"
@@ -57,7 +58,7 @@ def export_fusion(fusion_model):
   """Exports a stage's luma fusion with symbolic height and width (see the module docstring).
 
   Args:
-    fusion_model: a loaded :class:`fusionjax.checkpoints.FusionModel` (its ColorNet is not exported).
+    fusion_model: a loaded :class:`fusionjax.stages.FusionModel` (its ColorNet is not exported).
 
   Returns:
     A ``jax.export.Exported`` taking two float32 ``(1, H, W, 1)`` lumas, H and W >= the network's
@@ -72,7 +73,7 @@ def export_fusion(fusion_model):
 
   model = fusion_model.model
   multiple = int(getattr(model, "multiple", 1) or 1)
-  variables = inference._as_variables(fusion_model.params)  # pylint: disable=protected-access
+  variables = fusion_model.variables
 
   def pad_index(size, padded):
     # Reflection at the bottom/right, as fusionjax.models.padding pads: index n + j reads n - 2 - j.
@@ -142,15 +143,14 @@ class ExportedFusion:
     self._call = jax.jit(self.exported.call)  # One compilation per input shape.
     self.seen_shapes: set = set()
 
-  def fuse_luma(self, lumas: Sequence[np.ndarray], *, tile_size: int = inference.DEFAULT_TILE_SIZE,
-                tile_overlap: int = inference.DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None
+  def fuse_luma(self, lumas: Sequence[np.ndarray], *, tile_size: int = tiling.DEFAULT_TILE_SIZE,
+                tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None
                 ) -> tuple[np.ndarray, bool]:
-    """Fuses two or more (H, W, 1) lumas in order, tiled above ``tile_size``, as :func:`inference.fuse_luma`.
+    """Fuses two or more (H, W, 1) lumas in order, tiled above ``tile_size``, as :func:`fusionjax.inference.fuse_luma`.
 
     Returns:
       ``(fused (H, W, 1) float32, whether a new input shape was compiled)``.
     """
-    inference.check_tiling(tile_size, tile_overlap)
     align = math.lcm(int(pad_multiple or 1), self.multiple)
     compiled = False
 
@@ -163,13 +163,13 @@ class ExportedFusion:
 
     fused = np.asarray(lumas[0], np.float32)
     for nxt in lumas[1:]:
-      fused = inference.tiled_apply(run, [fused, np.asarray(nxt, np.float32)], tile_size=tile_size,
-                                    overlap=tile_overlap, align=align)
+      fused = tiling.tiled_apply(run, [fused, np.asarray(nxt, np.float32)], tile_size=tile_size,
+                                 overlap=tile_overlap, align=align)
       fused = np.clip(fused, 0.0, 1.0)
     return fused, compiled
 
-  def fuse_images(self, images: Sequence[np.ndarray], *, tile_size: int = inference.DEFAULT_TILE_SIZE,
-                  tile_overlap: int = inference.DEFAULT_TILE_OVERLAP, grey: bool = False,
+  def fuse_images(self, images: Sequence[np.ndarray], *, tile_size: int = tiling.DEFAULT_TILE_SIZE,
+                  tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP, grey: bool = False,
                   pad_multiple: int | None = None) -> tuple[np.ndarray, bool]:
     """Fuses images (H, W, 1 | 3) in [0, 1]: the exported luma fusion, rule-based chroma.
 
@@ -178,7 +178,7 @@ class ExportedFusion:
       and ``grey`` is false, else (H, W, 1).
     """
     inference.check_sources(images)
-    split = [inference.split_luma_chroma(image) for image in images]
+    split = [color.split_luma_chroma(image) for image in images]
     luma, compiled = self.fuse_luma([y for y, _ in split], tile_size=tile_size, tile_overlap=tile_overlap,
                                     pad_multiple=pad_multiple)
     if grey:

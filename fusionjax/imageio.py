@@ -10,7 +10,7 @@ Two things in a file change how it is read, and :func:`read_image` reports each 
 - Bit depth. A 16-bit file often holds fewer bits: thermal and medical sensors store 10, 12 or 14 bits
   in 16-bit PNGs or TIFFs. Read at full 16-bit range such an image is almost black, so by default the
   depth is taken from the largest value (the smallest of :data:`BIT_DEPTHS` whose range holds it:
-  largest value 3012 -> 12-bit, levels divided by 4095); ``bit_depth=16`` (``--bit-depth 16``) reads
+  largest value 3012 -> 12-bit, levels divided by 4095); ``bit_depth=16`` (``--bit_depth 16``) reads
   the full range, any other depth is checked against the data.
 - Transparency. Alpha is returned separately (``alpha``), never mixed into the colours: the colours
   under transparent pixels are kept as stored. ``fusionjax fuse`` makes the output transparent where

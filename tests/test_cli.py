@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusionjax import checkpoints
 from fusionjax import cli
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import stages
 
 from test_inference import SIZE, TINY_FRUFN, real_pair, save_tiny_checkpoint
 
@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
     files[name] = imageio.save_image(root / name, image)
   (root / "broken.png").write_bytes(b"not an image at all")
   files["broken.png"] = root / "broken.png"
-  return {"root": root, "ckpt": ckpt, "files": files, "model": checkpoints.load_fusion_model(ckpt)}
+  return {"root": root, "ckpt": ckpt, "files": files, "model": stages.load_fusion_model(ckpt)}
 
 
 def _run(argv, capsys):
@@ -68,20 +68,43 @@ def test_fuse_writes_the_expected_image(setup, tmp_path, capsys, names, channels
 def test_grey_flag_and_tile_options(setup, tmp_path, capsys):
   out = tmp_path / "grey.png"
   code, err = _run(["fuse", setup["files"]["near.png"], setup["files"]["far.tif"], "-o", out, "--ckpt",
-                    setup["ckpt"], "--grey", "--tile-size", "96", "--overlap", "40"], capsys)
+                    setup["ckpt"], "--grey", "--tile_size", "96", "--overlap", "40"], capsys)
   assert code == 0, err
   assert imageio.load_image(out).shape == SIZE + (1,)
+  assert "deprecated" not in err
+  # The hyphen spelling of earlier releases still works, with one note naming the new spelling.
+  old = tmp_path / "old.png"
+  code, err = _run(["fuse", setup["files"]["near.png"], setup["files"]["far.tif"], "-o", old, "--ckpt",
+                    setup["ckpt"], "--grey", "--tile-size=96", "--overlap", "40", "--pad-multiple", "1"], capsys)
+  notes = [line for line in err.splitlines() if "deprecated" in line]
+  assert code == 0, err
+  assert notes == ["fusionjax fuse: note: --tile-size is deprecated; spell it --tile_size, as train.py and "
+                   "evaluate.py do (the hyphen spelling goes in the next release).",
+                   "fusionjax fuse: note: --pad-multiple is deprecated; spell it --pad_multiple, as train.py and "
+                   "evaluate.py do (the hyphen spelling goes in the next release)."]
+  np.testing.assert_array_equal(imageio.load_image(old), imageio.load_image(out))
+
+
+def test_respelling_keeps_values_and_positionals():
+  argv, respelled = cli._respell(["fuse", "a.png", "--bit-depth", "12", "--no-progress", "--tile-size=64",
+                                  "--tile-size", "32", "--", "--tile-size"])
+  assert argv == ["fuse", "a.png", "--bit_depth", "12", "--no_progress", "--tile_size=64", "--tile_size", "32",
+                  "--", "--tile-size"]
+  assert respelled == ["--bit-depth", "--no-progress", "--tile-size"]
+  assert cli._respell(["fuse", "--tile_size", "64", "--data_dir", "d"]) == (
+      ["fuse", "--tile_size", "64", "--data_dir", "d"], [])
 
 
 def _assert_fails(setup, argv, capsys, message, out):
   code, err = _run(argv, capsys)
   assert code == cli.USAGE_ERROR
   assert err.startswith("fusionjax fuse: error:") and message in err, err
+  assert len(err.strip().splitlines()) == 1, err
   return code
 
 
 @pytest.mark.parametrize("case", ["sizes", "unreadable", "missing_file", "missing_ckpt", "no_ckpt", "wrong_task",
-                                  "bad_suffix", "one_source", "bad_overlap"])
+                                  "bad_suffix", "one_source", "bad_overlap", "bad_overlap_old_spelling"])
 def test_user_errors_exit_2_and_write_nothing(setup, tmp_path, capsys, case):
   files, ckpt = setup["files"], setup["ckpt"]
   out = tmp_path / "out.png"
@@ -95,8 +118,10 @@ def test_user_errors_exit_2_and_write_nothing(setup, tmp_path, capsys, case):
       "wrong_task": (["fuse", *pair, "-o", out, "--ckpt", ckpt, "--task", "mfif"], "trained for task 'ivf'"),
       "bad_suffix": (["fuse", *pair, "-o", tmp_path / "out.xyz", "--ckpt", ckpt], "no image suffix"),
       "one_source": (["fuse", files["near.png"], "-o", out, "--ckpt", ckpt], "at least two"),
-      "bad_overlap": (["fuse", *pair, "-o", out, "--ckpt", ckpt, "--tile-size", "64", "--overlap", "32"],
+      "bad_overlap": (["fuse", *pair, "-o", out, "--ckpt", ckpt, "--tile_size", "64", "--overlap", "32"],
                       "half the tile size"),
+      "bad_overlap_old_spelling": (["fuse", *pair, "-o", out, "--ckpt", ckpt, "--tile-size", "64", "--overlap",
+                                    "32"], "half the tile size"),
   }[case]
   _assert_fails(setup, argv, capsys, message, out)
   assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -120,4 +145,5 @@ def test_module_entry_point(setup, tmp_path):
   assert result.returncode == 2 and "pass --ckpt" in result.stderr and not out.exists()
   usage = subprocess.run([sys.executable, "-m", "fusionjax", "fuse", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
-  assert usage.returncode == 0 and "--tile-size" in usage.stdout
+  assert usage.returncode == 0 and "--tile_size" in usage.stdout and "--pad_multiple" in usage.stdout
+  assert "--tile-size" not in usage.stdout

@@ -40,3 +40,20 @@ def test_bad_shapes():
     color.rgb_to_ycrcb(np.zeros((4, 4, 2)))
   with pytest.raises(ValueError, match="equal shapes"):
     color.fuse_chroma(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_split_luma_chroma_gives_grey_images_no_chroma():
+  rng = np.random.default_rng()
+  rgb = rng.random((6, 9, 3)).astype(np.float32)
+  y, crcb = color.split_luma_chroma(rgb)
+  assert y.shape == (6, 9, 1) and crcb.shape == (6, 9, 2) and y.dtype == crcb.dtype == np.float32
+  expected = color.rgb_to_ycrcb(rgb.astype(np.float64))
+  np.testing.assert_allclose(np.concatenate([y, crcb], -1), expected, atol=1e-7)
+  # A grey image (2-D or one channel) is its own luma and carries no chroma (docs/DESIGN.md §3).
+  grey = rgb[..., 0]
+  for image in (grey, grey[..., None]):
+    y, crcb = color.split_luma_chroma(image)
+    assert crcb is None and y.shape == (6, 9, 1)
+    np.testing.assert_array_equal(y[..., 0], grey)
+  with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+    color.split_luma_chroma(rng.random((6, 9, 2)))

@@ -20,8 +20,11 @@ from fusionjax import color
 from fusionjax import imageio
 from fusionjax import inference
 from fusionjax import models
+from fusionjax import stages
+from fusionjax import tiling
 from fusionjax import weights
 from fusionjax.data import sample_pairs
+from fusionjax.evaluation import cost
 from shared_data import SHARED_DATA
 
 DATA_DIR = SHARED_DATA
@@ -63,7 +66,7 @@ def random_params(module, input_shapes, seed: int):
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-def tiny_fusion_model(config=None, *, task="ivf", seed=0, colornet=False) -> checkpoints.FusionModel:
+def tiny_fusion_model(config=None, *, task="ivf", seed=0, colornet=False) -> stages.FusionModel:
   """A FusionModel of a tiny, randomly initialised network (and ColorNet when asked)."""
   config = dict(config or TINY_FRUFN)
   model = models.create_model(config)
@@ -72,7 +75,7 @@ def tiny_fusion_model(config=None, *, task="ivf", seed=0, colornet=False) -> che
   if colornet:
     net = models.ColorNet(**TINY_COLORNET)
     net_params = random_params(net, [(1, 32, 32, 2), (1, 32, 32, 2), (1, 32, 32, 1)], seed + 1)
-  return checkpoints.FusionModel(task=task, model=model, params=params, colornet=net, colornet_params=net_params,
+  return stages.FusionModel(task=task, model=model, params=params, colornet=net, colornet_params=net_params,
                                  metadata={"model": config}, path=None, step=0)
 
 
@@ -108,70 +111,7 @@ def frufn():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Tiling geometry
-
-
-@pytest.mark.parametrize("length,tile,overlap,align", [(1, 64, 0, 32), (100, 64, 32, 32), (333, 96, 32, 32),
-                                                       (1024, 256, 64, 16), (257, 256, 64, 32), (97, 96, 0, 8)])
-def test_tile_grid_covers_the_axis_on_an_aligned_grid(length, tile, overlap, align):
-  grid = inference.tile_grid(length, tile, overlap, align)
-  assert grid.padded >= length and grid.padded % align == 0 and grid.tile % align == 0
-  assert all(s % align == 0 for s in grid.starts)
-  assert grid.starts[0] == 0 and grid.starts[-1] + grid.tile == grid.padded
-  if len(grid.starts) > 1:
-    assert all(b - a == grid.tile - grid.overlap for a, b in zip(grid.starts, grid.starts[1:]))
-    # No superfluous tile: one fewer would not reach the end.
-    assert grid.starts[-2] + grid.tile < length
-  else:
-    assert grid.padded < length + align
-
-
-@pytest.mark.parametrize("overlap", [32, 64, 96])
-def test_blend_weights_are_a_partition_of_unity(overlap):
-  grid = inference.tile_grid(1000, 256, overlap, 32)
-  total = np.zeros(grid.padded)
-  for k, start in enumerate(grid.starts):
-    weights = inference.blend_weights(grid, k)
-    assert weights.min() >= 0 and weights.max() <= 1
-    total[start:start + grid.tile] += weights
-  np.testing.assert_allclose(total, 1.0, atol=1e-12)
-  # The outer quarter of every overlap is discarded (weight 0) on the inner side of a tile.
-  inner = inference.blend_weights(grid, 1)
-  assert np.all(inner[:overlap // 4] == 0) and np.all(inner[-(overlap // 4):] == 0)
-
-
-def _box_filter(radius):
-  """A local function with receptive field (2 radius + 1)^2 that pads itself by reflection."""
-  def fn(image):
-    padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
-    out = np.zeros_like(image, dtype=np.float64)
-    for dy in range(2 * radius + 1):
-      for dx in range(2 * radius + 1):
-        out += padded[dy:dy + image.shape[0], dx:dx + image.shape[1]]
-    return (out / (2 * radius + 1) ** 2) ** 2  # squared: not linear, so blending cannot hide errors
-  return fn
-
-
-def test_tiled_apply_equals_untiled_for_a_local_function():
-  rng = np.random.default_rng(_fresh_seed())
-  image = rng.random((173, 251, 2)).astype(np.float32)
-  fn = _box_filter(radius=7)  # reach 7 <= overlap / 4 = 8
-  whole = inference.tiled_apply(fn, [image], tile_size=4096, overlap=0, align=32)
-  tiled = inference.tiled_apply(fn, [image], tile_size=96, overlap=32, align=32)
-  assert tiled.shape == whole.shape == image.shape
-  # Equal away from the bottom/right border, where the two pad the image to different sizes and
-  # the filter's own reflection starts at different places.
-  np.testing.assert_allclose(tiled[:-7, :-7], whole[:-7, :-7], atol=1e-6)
-  # Control: hard tile borders (no overlap) do change the result, so the check above can fail.
-  hard = inference.tiled_apply(fn, [image], tile_size=96, overlap=0, align=32)
-  assert np.abs(hard - whole).max() > 1e-3
-
-
-def test_tiling_rejects_bad_sizes():
-  with pytest.raises(ValueError, match="half the tile size"):
-    inference.tiled_apply(lambda x: x, [np.zeros((8, 8, 1))], tile_size=64, overlap=32)
-  with pytest.raises(ValueError, match="share H x W"):
-    inference.tiled_apply(lambda x, y: x, [np.zeros((8, 8, 1)), np.zeros((8, 9, 1))])
+# Tiled networks (the tiling geometry itself: tests/test_tiling.py)
 
 
 def _column_gradient_energy(image):
@@ -184,7 +124,7 @@ def test_tiled_network_is_close_to_untiled_without_seams(frufn):
   # reproduces FRUFN exactly: each tile normalises by its own RMS. The tiled result must stay close
   # and show no seams.
   sources = [s[:161, :229] for s in real_pair("lytro", 2)]  # odd, non-square crop of a real pair
-  lumas = [inference.split_luma_chroma(s)[0] for s in sources]
+  lumas = [color.split_luma_chroma(s)[0] for s in sources]
   whole = inference.fuse_luma(frufn, lumas).luma
   tiled_info = inference.fuse_luma(frufn, lumas, tile_size=96, tile_overlap=32)
   tiled = tiled_info.luma
@@ -194,7 +134,7 @@ def test_tiled_network_is_close_to_untiled_without_seams(frufn):
   assert difference.max() < 0.2 and difference.mean() < 0.01
   # Seams: per column, the gradient energy of the tiled result relative to the untiled one. A seam
   # is a column where it jumps; in the cross-fade columns it must stay as it is elsewhere.
-  grid = inference.tile_grid(229, 96, 32, inference.network_align(frufn))
+  grid = tiling.tile_grid(229, 96, 32, inference.network_align(frufn))
   assert grid.starts == (0, 64, 128, 192)
   fade = np.concatenate([np.arange(s + 8, s + 24) for s in grid.starts[1:]])
   fade = fade[fade < 228]
@@ -205,7 +145,7 @@ def test_tiled_network_is_close_to_untiled_without_seams(frufn):
   assert 0.8 < ratio[fade].mean() < 1.2 and ratio[fade].max() < max(1.3, 1.1 * ratio[others].max())
   # Control: hard tile borders (no overlap) show as jumps at the cuts.
   hard = inference.fuse_luma(frufn, lumas, tile_size=96, tile_overlap=0).luma
-  cuts = np.array([s - 1 for s in inference.tile_grid(229, 96, 0, 8).starts[1:]])
+  cuts = np.array([s - 1 for s in tiling.tile_grid(229, 96, 0, 8).starts[1:]])
   jumps = _column_gradient_energy(hard)[cuts] / _column_gradient_energy(whole)[cuts]
   print(f"hard cuts: gradient energy at the cuts / untiled {np.round(jumps, 2)}; max |diff| "
         f"{np.abs(hard - whole).max():.4g}")
@@ -240,8 +180,8 @@ def _expected_rgb(luma, chroma):
 
 def test_colour_rules(frufn):
   grey1, grey2, rgb1, rgb2, _ = _random_images(_fresh_seed())
-  y = lambda image: inference.split_luma_chroma(image)[0]
-  c = lambda image: inference.split_luma_chroma(image)[1]
+  y = lambda image: color.split_luma_chroma(image)[0]
+  c = lambda image: color.split_luma_chroma(image)[1]
 
   both_grey = inference.fuse_images(frufn, [grey1, grey2])
   assert both_grey.shape == SIZE + (1,)
@@ -265,8 +205,8 @@ def test_colour_rules(frufn):
 
 def test_three_sources_fuse_sequentially(frufn):
   grey1, _, rgb1, rgb2, rgb3 = _random_images(_fresh_seed())
-  y = lambda image: inference.split_luma_chroma(image)[0]
-  c = lambda image: inference.split_luma_chroma(image)[1]
+  y = lambda image: color.split_luma_chroma(image)[0]
+  c = lambda image: color.split_luma_chroma(image)[1]
   fused = inference.fuse_images(frufn, [rgb1, rgb2, rgb3])
   first = inference.fuse_luma(frufn, [y(rgb1), y(rgb2)]).luma
   luma = inference.fuse_luma(frufn, [first, y(rgb3)]).luma
@@ -285,8 +225,8 @@ def test_colornet_is_used_for_two_colour_sources_only():
   seed = _fresh_seed()
   fm = tiny_fusion_model(TINY_FRUFN, task="meif", seed=seed, colornet=True)
   grey1, _, rgb1, rgb2, _ = _random_images(seed)
-  y = lambda image: inference.split_luma_chroma(image)[0]
-  c = lambda image: inference.split_luma_chroma(image)[1]
+  y = lambda image: color.split_luma_chroma(image)[0]
+  c = lambda image: color.split_luma_chroma(image)[1]
   luma = inference.fuse_luma(fm, [y(rgb1), y(rgb2)]).luma
   # The compiled ColorNet (eager Flax would compile every operation separately) on the sources'
   # chroma and the fused luma, in that order.
@@ -334,7 +274,7 @@ def test_compiled_functions_are_shared_across_parameters(frufn):
 def test_efrufn_reports_solver_stats_and_tiles_exactly():
   fm = tiny_fusion_model(TINY_EFRUFN, seed=_fresh_seed())
   sources = [s[:150, :140] for s in real_pair("tno", 1)]
-  lumas = [inference.split_luma_chroma(s)[0] for s in sources]
+  lumas = [color.split_luma_chroma(s)[0] for s in sources]
   tiled = inference.fuse_luma(fm, lumas, tile_size=96, tile_overlap=32)
   assert tiled.tiles == 2 * 2 and tiled.luma.shape == (150, 140, 1)
   assert tiled.solver_stats is not None and 1 <= tiled.solver_stats["num_steps"] <= 3
@@ -352,19 +292,41 @@ def test_efrufn_reports_solver_stats_and_tiles_exactly():
 
 
 def test_forward_cost_counts_every_loop_iteration(frufn):
-  cost = inference.forward_cost(frufn, 50, 70)
-  assert cost["input_size"] == [56, 72] and cost["flops"] > 0 and not cost["while_loops"]
-  assert [(loop["kind"], loop["trips"]) for loop in cost["loops"]] == [("scan", 1.0)]
-  assert cost["flops"] == pytest.approx(cost["flops_xla"])
+  one = cost.forward_cost(frufn, 50, 70)
+  assert one["input_size"] == [56, 72] and one["flops"] > 0 and not one["while_loops"]
+  assert [(loop["kind"], loop["trips"]) for loop in one["loops"]] == [("scan", 1.0)]
+  assert one["flops"] == pytest.approx(one["flops_xla"])
   # Twice the pixels, about twice the FLOPs (the network is convolutional).
-  double = inference.forward_cost(frufn, 110, 70)
-  assert 1.8 < double["flops"] / cost["flops"] < 2.2
+  double = cost.forward_cost(frufn, 110, 70)
+  assert 1.8 < double["flops"] / one["flops"] < 2.2
   # Three units under scan: XLA alone counts one; the loop-aware count adds the other two.
-  three = inference.forward_cost(tiny_fusion_model(dict(TINY_FRUFN, num_units=3)), 50, 70)
+  three = cost.forward_cost(tiny_fusion_model(dict(TINY_FRUFN, num_units=3)), 50, 70)
   body = three["loops"][0]["body_flops"]
-  assert three["loops"][0]["trips"] == 3 and body > 0.2 * cost["flops"]
-  assert three["flops_xla"] == pytest.approx(cost["flops_xla"], rel=1e-3)
-  assert three["flops"] == pytest.approx(cost["flops"] + 2 * body, rel=1e-3)
+  assert three["loops"][0]["trips"] == 3 and body > 0.2 * one["flops"]
+  assert three["flops_xla"] == pytest.approx(one["flops_xla"], rel=1e-3)
+  assert three["flops"] == pytest.approx(one["flops"] + 2 * body, rel=1e-3)
+  # With a ColorNet, its FLOPs at the image's own size are reported beside the network's.
+  coloured = cost.forward_cost(tiny_fusion_model(TINY_FRUFN, colornet=True), 50, 70)
+  assert coloured["colornet_flops"] > 0 and coloured["flops"] == pytest.approx(one["flops"])
+  assert "colornet_flops" not in one
+
+
+def test_parameters_and_description_of_a_model(frufn):
+  leaves = jax.tree.leaves(frufn.params)
+  assert cost.count_parameters(frufn.params) == sum(leaf.size for leaf in leaves) == frufn.num_params > 0
+  assert cost.count_parameters(None) == 0
+  described = cost.describe(frufn)
+  assert described["network"] == "FRUFN" and described["params"] == described["network_params"] == frufn.num_params
+  assert described["colornet_params"] == 0
+
+
+def test_xla_flops_of_a_lowered_and_a_compiled_program():
+  a = jnp.ones((16, 32), jnp.float32)
+  b = jnp.ones((32, 8), jnp.float32)
+  lowered = jax.jit(lambda x, y: x @ y).lower(a, b)
+  # A (16 x 32) @ (32 x 8) product: 16 * 8 * 32 multiply-adds.
+  assert cost.xla_flops(lowered) == pytest.approx(2 * 16 * 8 * 32, rel=0.05)
+  assert cost.xla_flops(lowered.compile()) == pytest.approx(cost.xla_flops(lowered), rel=0.05)
 
 
 def test_fuse_files_writes_colour_and_keeps_existing_output_on_error(tmp_path, frufn):
@@ -390,7 +352,7 @@ def test_padding_matches_the_network_and_pad_multiple_buckets_shapes(frufn):
   # the fused image is the network's output on the image itself.
   multiple = frufn.model.multiple
   assert inference.network_align(frufn) == multiple == 8
-  ours = inference._reflect_pad(grey1, 96, 96)  # pylint: disable=protected-access
+  ours = tiling.reflect_pad(grey1, 96, 96)
   np.testing.assert_array_equal(ours, np.asarray(padding.pad_to_multiple(jnp.asarray(grey1)[None], multiple)[0]))
   exact = inference.fuse_luma(frufn, [grey1, grey2])
   # Coarser padding: one compiled shape for many sizes (here all pad to 96 x 96, already compiled).
@@ -402,38 +364,6 @@ def test_padding_matches_the_network_and_pad_multiple_buckets_shapes(frufn):
   np.testing.assert_array_equal(bucketed[0].luma, exact.luma)
   with pytest.raises(ValueError, match="positive"):
     inference.network_align(frufn, pad_multiple=0)
-
-
-def test_tiled_apply_batches_and_reports_progress():
-  rng = np.random.default_rng(_fresh_seed())
-  image = rng.random((173, 251, 2)).astype(np.float32)
-  fn = _box_filter(radius=7)
-  single = inference.tiled_apply(fn, [image], tile_size=96, overlap=32, align=32)
-  calls, seen = [], []
-
-  def batched(stack):
-    calls.append(stack.shape[0])
-    return np.stack([fn(tile) for tile in stack])
-
-  out = inference.tiled_apply(batched, [image], tile_size=96, overlap=32, align=32, batch=4,
-                              progress=lambda done, total: seen.append((done, total)))
-  np.testing.assert_allclose(out, single, atol=1e-6)
-  total = seen[-1][1]
-  assert total == sum(calls) > 4 and max(calls) == 4
-  assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == total
-  with pytest.raises(ValueError, match="tile batch"):
-    inference.tiled_apply(batched, [image], tile_size=96, overlap=32, batch=0)
-
-
-def test_large_axes_are_split_into_smaller_tiles():
-  # An axis that fits the tile size stays whole; a longer one is cut into split-size tiles.
-  whole = inference.tile_grid(1000, 1024, 128, 32, split_size=512)
-  assert whole.starts == (0,) and whole.tile == 1024
-  split = inference.tile_grid(3000, 1024, 128, 32, split_size=512)
-  assert split.tile == 512 and split.starts[-1] + split.tile >= 3000
-  assert all(b - a == 512 - 128 for a, b in zip(split.starts, split.starts[1:]))
-  # Without split_size the tiles keep the tile size, as before.
-  assert inference.tile_grid(3000, 1024, 128, 32).tile == 1024
 
 
 def test_terminal_progress_draws_only_on_a_terminal():
@@ -454,9 +384,9 @@ def test_terminal_progress_draws_only_on_a_terminal():
 
 
 def test_batched_tiles_fuse_like_single_tiles():
-  model = checkpoints.load_fusion_model(weights.shipped_checkpoint("ivf"))
+  model = stages.load_fusion_model(weights.shipped_checkpoint("ivf"))
   pair = sample_pairs.sample_pair("tno")
-  lumas = [inference.split_luma_chroma(imageio.load_image(p))[0][:192, :256] for p in pair.sources]
+  lumas = [color.split_luma_chroma(imageio.load_image(p))[0][:192, :256] for p in pair.sources]
   kwargs = dict(tile_size=128, tile_overlap=32)
   one = inference.fuse_luma(model, lumas, **kwargs)
   three = inference.fuse_luma(model, lumas, tile_batch=3, **kwargs)

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fusionjax import checkpoints
+from fusionjax import color
 from fusionjax import imageio
-from fusionjax import inference
+from fusionjax import stages
 from fusionjax import weights
 from fusionjax.data import sample_pairs
 from fusionjax.models import ops
@@ -86,8 +86,8 @@ def test_convnext_block_gradients_agree_across_formulations():
 
 @pytest.mark.parametrize("stage,pair,crop", [("ivf", "tno", None), ("mfif", "lytro", 160)])
 def test_shipped_outputs_unchanged_by_formulation(stage, pair, crop):
-  model = checkpoints.load_fusion_model(weights.shipped_checkpoint(stage), expected_task=stage)
-  y = [inference.split_luma_chroma(imageio.load_image(path))[0]
+  model = stages.load_fusion_model(weights.shipped_checkpoint(stage), expected_task=stage)
+  y = [color.split_luma_chroma(imageio.load_image(path))[0]
        for path in sample_pairs.sample_pair(pair).sources]
   if crop:
     y = [im[:crop, :crop] for im in y]

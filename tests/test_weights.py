@@ -11,18 +11,19 @@ import pytest
 from fusionjax import checkpoints
 from fusionjax import cli
 from fusionjax import imageio
-from fusionjax import inference
+from fusionjax import stages
+from fusionjax import tasks
 from fusionjax import weights
 from fusionjax.data import sample_pairs
 from fusionjax.evaluation import baselines
 from fusionjax.evaluation import runner
 
-STAGES = ("mfif", "meif", "ivf")
+STAGES = tasks.STAGES
 
 
 @pytest.fixture(scope="module")
 def shipped():
-  return {stage: checkpoints.load_fusion_model(weights.shipped_checkpoint(stage), expected_task=stage)
+  return {stage: stages.load_fusion_model(weights.shipped_checkpoint(stage), expected_task=stage)
           for stage in STAGES}
 
 
@@ -48,10 +49,15 @@ def test_task_names_map_to_stages():
     weights.shipped_checkpoint("pansharpening")
   with pytest.raises(FileNotFoundError, match="no 'ivf' stage"):
     weights.shipped_checkpoint("ivf", name="not_a_weight_set")
-  model = inference.load_model(None, task="mif")
+  model = stages.load_model(None, task="mif")
   assert model.task == "meif"
   with pytest.raises(ValueError, match="name the task"):
-    inference.load_model(None)
+    stages.load_model(None)
+  with pytest.raises(ValueError, match="Unknown task 'pansharpening'; use one of mfif, meif, ivf, mif"):
+    stages.load_model(None, task="pansharpening")
+  assert stages.load_model(model, task="MIF") is model
+  with pytest.raises(ValueError, match="needs a 'ivf' checkpoint"):
+    stages.load_model(model, task="ivf")
 
 
 def _qabf(fused, sources):
@@ -83,7 +89,7 @@ def test_cli_without_task_or_ckpt_explains(tmp_path, capsys):
 
 def test_evaluate_shipped_runs_the_stage_of_the_dataset_task(tmp_path):
   from fusionjax import evaluation
-  summary = evaluation.evaluate_checkpoint(inference.SHIPPED, "harvard_mri_ct", tmp_path / "eval",
+  summary = evaluation.evaluate_checkpoint(stages.SHIPPED, "harvard_mri_ct", tmp_path / "eval",
                                            data_dir=sample_pairs.samples_dir(), max_side=64, metrics=["EN"],
                                            measure_flops=False)
   # Medical pairs use the multi-exposure stage (paper §4.5).

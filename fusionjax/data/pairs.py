@@ -16,15 +16,11 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fusionjax import tasks
 from fusionjax.imageio import is_image_file, load_image
 
-#: Tasks a pair can belong to, with the order of its sources (paper §3.2, DESIGN §2).
-TASKS = {
-    "mfif": ("near", "far"),
-    "meif": ("under", "over"),
-    "ivf": ("visible", "infrared"),
-    "mif": ("MRI", "other"),
-}
+#: Tasks a pair can belong to, with the order of its sources (paper §3.2, docs/DESIGN.md §2).
+TASKS = tasks.SOURCE_ORDER
 
 #: How a missing or empty data directory is set, named in every such error.
 DATA_DIR_HINT = (
@@ -46,7 +42,7 @@ class Pair:
   Attributes:
     name: stable sample name; each reader documents how it is formed (TNO: ``'01'``), and fused
       results of other methods are matched to the sample by it.
-    sources: source files in the order of DESIGN §2: MFIF (near, far), MEIF (under, over),
+    sources: source files in the order of docs/DESIGN.md §2: MFIF (near, far), MEIF (under, over),
       IVF (visible, infrared), MIF (MRI, other). Three-source multi-focus sets have three.
     reference: the reference (ground truth) file, or None.
     task: ``'mfif'``, ``'meif'``, ``'ivf'`` or ``'mif'``; None for folders whose task was not stated.
@@ -197,7 +193,7 @@ def folder_pairs(
 ) -> list[Pair]:
   """Pairs from folders of matching file names: ``a/x.png`` goes with ``b/x.jpg`` (stems match).
 
-  The source order is the order of ``dirs`` and should follow DESIGN §2 for the task (e.g. visible
+  The source order is the order of ``dirs`` and should follow docs/DESIGN.md §2 for the task (e.g. visible
   then infrared). Pair names are the shared file stems.
 
   Args:

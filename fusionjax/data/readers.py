@@ -2,7 +2,7 @@
 
 Each reader knows one layout as its authors distribute it (see each entry's ``doc``), so a reader works
 on any copy of the set. ``data_dir`` may be the dataset's own folder or a root holding it under its
-usual folder name (a root laid out like ``data/README.md``: ``tno/``, ``roadscene/``, ``lytro/``, ...);
+usual folder name (a root laid out as docs/DESIGN.md §5 describes: ``tno/``, ``roadscene/``, ``lytro/``, ...);
 the first of ``ROOT/<folder name>`` and ``ROOT`` itself that has the layout is used.
 
 Usage::

@@ -73,7 +73,7 @@ class _FusionBuilder(_LocalBuilder, skip_registration=True):
     reader = get_reader(self.DATASET)
     features = {"name": tfds.features.Text(doc="pair name, as the reader forms it")}
     for k in range(self.NUM_SOURCES):
-      features[f"source{k + 1}"] = _image_feature(f"source {k + 1} (order of DESIGN §2), uint8")
+      features[f"source{k + 1}"] = _image_feature(f"source {k + 1} (order of docs/DESIGN.md §2), uint8")
     if self.HAS_REFERENCE:
       features["reference"] = _image_feature("reference image, uint8")
     return self.dataset_info_from_configs(

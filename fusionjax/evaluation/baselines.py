@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fusionjax import color
-from fusionjax.inference import check_sources, split_luma_chroma
+from fusionjax.color import split_luma_chroma
+from fusionjax.inference import check_sources
 
 
 def _fuse(images: Sequence[np.ndarray], luma_rule: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

@@ -7,11 +7,11 @@ Typical use::
     variables = model.init(rng, y1, y2)                          # y: (B, H, W, 1) in [0, 1]
     fused = model.apply(variables, y1, y2)                       # (B, H, W, 1) in [0, 1]
     fused, aux = model.apply(variables, y1, y2, mutable=['intermediates'])
-    stats = aux['intermediates']['solver_stats'][0]              # EFRUFN's fusionjax.deq stats
+    stats = models.find_solver_stats(aux['intermediates'])      # EFRUFN's fusionjax.deq stats
 
 Building blocks live in their own modules: ``blocks`` (residual, ConvNeXt), ``swin`` (window
 attention, Swin V2 block), ``glt``, ``msmg``, ``unfolding`` (Tθ1/Tθ2, Tθ3⁻¹, UF unit, networks),
-``colornet``, ``padding``.
+``colornet``, ``padding``, ``stats`` (reading the sown solver statistics).
 """
 
 from fusionjax.models.blocks import ConvNeXtBlock as ConvNeXtBlock
@@ -22,6 +22,8 @@ from fusionjax.models.config import default_model_config as default_model_config
 from fusionjax.models.config import solver_options as solver_options
 from fusionjax.models.glt import GLT as GLT
 from fusionjax.models.msmg import MSMG as MSMG
+from fusionjax.models.stats import find_solver_stats as find_solver_stats
+from fusionjax.models.stats import solver_stats_summary as solver_stats_summary
 from fusionjax.models.swin import SwinBlock as SwinBlock
 from fusionjax.models.swin import WindowAttention as WindowAttention
 from fusionjax.models.swin import shifted_window_mask as shifted_window_mask
@@ -50,8 +52,10 @@ __all__ = [
     "check_inputs",
     "create_model",
     "default_model_config",
+    "find_solver_stats",
     "shifted_window_mask",
     "solver_options",
+    "solver_stats_summary",
     "window_merge",
     "window_partition",
 ]

@@ -29,6 +29,7 @@ from fusionjax.models import padding
 from fusionjax.models.blocks import ResidualBlock
 from fusionjax.models.glt import GLT
 from fusionjax.models.msmg import MSMG
+from fusionjax.models.stats import SOLVER_STATS
 
 Dtype = Any
 
@@ -418,8 +419,8 @@ class EFRUFN(_FusionNetwork):
 
   The mask at the fixed point is sown as ``intermediates/mask`` (not for ``'no_mask'``), and
   the solver's statistics (a ``fusionjax.deq.SolverStats`` with one entry per image) are sown
-  as ``intermediates/solver_stats`` (read them with ``model.apply(..., mutable=['intermediates'])``;
-  flax stores sown values in a tuple).
+  as ``intermediates/solver_stats`` (read them from ``model.apply(..., mutable=['intermediates'])``
+  with :func:`fusionjax.models.stats.find_solver_stats`).
 
   When the ``'losses'`` collection is mutable, the unit is applied once more at the (stopped)
   solution and :func:`relative_residual` of that step is sown as ``losses/fixed_point_residual``,
@@ -494,7 +495,7 @@ class EFRUFN(_FusionNetwork):
     # Images are independent problems: per-image stopping and stats.
     solution = deq.fixed_point(step, z0, (params, f1, f2), solver=solver, backward=backward,
                                batch_axis=0)
-    self.sow("intermediates", "solver_stats", solution.stats)
+    self.sow("intermediates", SOLVER_STATS, solution.stats)
     if self.is_mutable_collection(RESIDUAL_COLLECTION):
       # Training asked for the fixed-point residual as a loss term (fusionjax.train, loss.fixed_point).
       z_star = jax.lax.stop_gradient(solution.value)

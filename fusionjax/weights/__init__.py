@@ -2,20 +2,22 @@
 
 ``efrufn_cpu`` holds the three stages of EFRUFN (MFIF, MEIF with its ColorNet, IVF) trained through
 the sequential gradient-transfer chain with ``configs/<stage>.py:cpu`` (a reduced network and
-schedule that a 2-core CPU trains in about an hour; ``results/README.md`` has the command, the
-training log and the scores). Each stage is an ordinary stage checkpoint (``fusionjax.checkpoints``)
-without its optimiser state: it loads with :func:`fusionjax.checkpoints.load_fusion_model`, serves as
+schedule for CPU training; ``results/README.md`` has the command, the training log, the time it
+took and the scores). Each stage is an ordinary stage checkpoint (``fusionjax.checkpoints``)
+without its optimiser state: it loads with :func:`fusionjax.stages.load_fusion_model`, serves as
 a teacher (``--config.teacher_ckpt``) or a starting point (``--config.init_ckpt``), and its metadata
 holds the whole lineage (:func:`fusionjax.checkpoints.stage_lineage`).
 
   from fusionjax import weights
   path = weights.shipped_checkpoint("ivf")           # .../fusionjax/weights/efrufn_cpu/ivf
-  model = fusionjax.checkpoints.load_fusion_model(path)
+  model = fusionjax.stages.load_fusion_model(path)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from fusionjax import tasks
 
 #: The folder of the shipped weights.
 WEIGHTS_DIR = Path(__file__).resolve().parent
@@ -23,14 +25,11 @@ WEIGHTS_DIR = Path(__file__).resolve().parent
 #: The weights ``fusionjax fuse`` and ``evaluate.py --ckpt shipped`` use by default.
 DEFAULT = "efrufn_cpu"
 
-#: The stage that serves each fusion task: medical pairs use the multi-exposure stage (paper §4.5).
-STAGE_OF_TASK = {"mfif": "mfif", "meif": "meif", "ivf": "ivf", "mif": "meif"}
-
 
 def available() -> list[str]:
   """Names of the shipped weight sets (folders holding at least one stage)."""
   return sorted(p.name for p in WEIGHTS_DIR.iterdir()
-                if p.is_dir() and any((p / stage / "checkpoints").is_dir() for stage in ("mfif", "meif", "ivf")))
+                if p.is_dir() and any((p / stage / "checkpoints").is_dir() for stage in tasks.STAGES))
 
 
 def shipped_checkpoint(task: str, name: str = DEFAULT) -> Path:
@@ -41,15 +40,13 @@ def shipped_checkpoint(task: str, name: str = DEFAULT) -> Path:
     name: which weight set (see :func:`available`).
 
   Returns:
-    The stage folder, loadable with :func:`fusionjax.checkpoints.load_fusion_model`.
+    The stage folder, loadable with :func:`fusionjax.stages.load_fusion_model`.
 
   Raises:
     ValueError: unknown task.
     FileNotFoundError: the weight set or stage is not installed.
   """
-  stage = STAGE_OF_TASK.get(str(task).lower())
-  if stage is None:
-    raise ValueError(f"Unknown task {task!r}; use one of {', '.join(STAGE_OF_TASK)}.")
+  stage = tasks.stage_of_task(task)
   path = WEIGHTS_DIR / name / stage
   if not (path / "checkpoints").is_dir():
     raise FileNotFoundError(
