@@ -49,7 +49,7 @@ from absl import flags
 
 from fusionjax import cli
 from fusionjax import evaluation
-from fusionjax import inference
+from fusionjax import tiling
 from fusionjax import runtime
 from fusionjax import tasks
 
@@ -88,8 +88,8 @@ flags.DEFINE_boolean("overwrite", False, "Replace the results already in --out, 
                      "--out is refused).")
 flags.DEFINE_boolean("strict", False, "Exit with code 1 when some pair could not be scored (unreadable or missing "
                      "images); the other pairs' results are written either way.")
-flags.DEFINE_integer("tile_size", inference.DEFAULT_TILE_SIZE, "Fuse images larger than this in tiles.")
-flags.DEFINE_integer("overlap", inference.DEFAULT_TILE_OVERLAP, "Overlap of neighbouring tiles.")
+flags.DEFINE_integer("tile_size", tiling.DEFAULT_TILE_SIZE, "Fuse images larger than this in tiles.")
+flags.DEFINE_integer("overlap", tiling.DEFAULT_TILE_OVERLAP, "Overlap of neighbouring tiles.")
 flags.DEFINE_integer("pad_multiple", None, "Pad inputs to a multiple of this (e.g. 64) so that images of many "
                      "sizes share compiled shapes; results then differ slightly near the bottom/right edges.",
                      lower_bound=1)

@@ -92,14 +92,14 @@ def _wide_grey(levels: np.ndarray, path: Path, bit_depth: int | None) -> tuple[n
     bits = _used_bits(largest)
     notes = [] if bits == 16 else [
         f"{path}: 16-bit image whose values fit in {bits} bits (largest {largest}): read as {bits}-bit data "
-        f"(levels 0-{2**bits - 1}); --bit-depth 16 reads it as full-range 16-bit."]
+        f"(levels 0-{2**bits - 1}); --bit_depth 16 reads it as full-range 16-bit."]
   else:
     bits = int(bit_depth)
     if bits not in BIT_DEPTHS:
       raise ValueError(f"Unknown bit depth {bit_depth}; use one of {', '.join(map(str, BIT_DEPTHS))}.")
     if largest >= 2**bits:
       raise ValueError(f"{path} holds values up to {largest}, more than {bits}-bit data can (at most "
-                       f"{2**bits - 1}); pass a larger --bit-depth (at least {_used_bits(largest)}).")
+                       f"{2**bits - 1}); pass a larger --bit_depth (at least {_used_bits(largest)}).")
     notes = [] if bits == 16 else [f"{path}: read as {bits}-bit data (levels 0-{2**bits - 1}), as asked."]
   return levels.astype(np.float32) / float(2**bits - 1), bits, notes
 

@@ -42,7 +42,6 @@ import dataclasses
 import math
 import os
 import threading
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -449,35 +448,3 @@ def check_output_path(out_path: str | os.PathLike, sources: Sequence[str | os.Pa
     raise ValueError(f"Output {out_path} has no image suffix; use one of {', '.join(imageio.IMAGE_SUFFIXES)} "
                      "(e.g. fused.png).")
   return out_path
-
-
-# Names that moved out of this module (issue 13), for callers not yet updated: the evaluation
-# runner, evaluate.py and some tests. Each access warns once with the new home; remove the table
-# once nothing uses it.
-_MOVED = {
-    "SHIPPED": ("fusionjax.stages", "SHIPPED"),
-    "is_shipped": ("fusionjax.stages", "is_shipped"),
-    "load_model": ("fusionjax.stages", "load_model"),
-    "stage_for_task": ("fusionjax.stages", "stage_for_task"),
-    "split_luma_chroma": ("fusionjax.color", "split_luma_chroma"),
-    "count_parameters": ("fusionjax.evaluation.cost", "count_parameters"),
-    "describe": ("fusionjax.evaluation.cost", "describe"),
-    "forward_cost": ("fusionjax.evaluation.cost", "forward_cost"),
-    "check_tiling": ("fusionjax.tiling", "check_tiling"),
-    "tile_grid": ("fusionjax.tiling", "tile_grid"),
-    "blend_weights": ("fusionjax.tiling", "blend_weights"),
-    "TileGrid": ("fusionjax.tiling", "TileGrid"),
-}
-
-
-def __getattr__(name: str):
-  import importlib
-  if name == "fuse_images_with_info":
-    warnings.warn("fusionjax.inference.fuse_images_with_info is fuse_images(..., with_info=True) now.",
-                  DeprecationWarning, stacklevel=2)
-    return lambda *args, **kwargs: fuse_images(*args, with_info=True, **kwargs)
-  if name in _MOVED:
-    module, attribute = _MOVED[name]
-    warnings.warn(f"fusionjax.inference.{name} moved to {module}.{attribute}.", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), attribute)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

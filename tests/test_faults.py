@@ -361,15 +361,15 @@ def test_twelve_bit_data_in_a_sixteen_bit_png_is_read_at_its_depth(crops, capsys
   code, err = fuse(["fuse", vis, tmp_path / "ir12.png", "-o", tmp_path / "f12.png", "--ckpt", tiny_ckpt], capsys)
   assert code == 0
   assert err[0] == (f"fusionjax fuse: note: {tmp_path / 'ir12.png'}: 16-bit image whose values fit in 12 bits "
-                    f"(largest {levels.max()}): read as 12-bit data (levels 0-4095); --bit-depth 16 reads it as "
+                    f"(largest {levels.max()}): read as 12-bit data (levels 0-4095); --bit_depth 16 reads it as "
                     "full-range 16-bit.")
   assert fuse(["fuse", vis, ir, "-o", tmp_path / "f8.png", "--ckpt", tiny_ckpt], capsys)[0] == 0
   twelve, eight = (np.asarray(Image.open(tmp_path / n), np.int16) for n in ("f12.png", "f8.png"))
   assert np.abs(twelve - eight).max() <= 1  # the same fusion as the 8-bit infrared image
   code, err = fuse(["fuse", vis, tmp_path / "ir12.png", "-o", tmp_path / "f10.png", "--ckpt", tiny_ckpt,
-                    "--bit-depth", "10"], capsys)
+                    "--bit_depth", "10"], capsys)
   assert code == 2 and err == [f"fusionjax fuse: error: {tmp_path / 'ir12.png'} holds values up to {levels.max()}, "
-                               "more than 10-bit data can (at most 1023); pass a larger --bit-depth (at least 12)."]
+                               "more than 10-bit data can (at most 1023); pass a larger --bit_depth (at least 12)."]
   assert not (tmp_path / "f10.png").exists() and digest(tmp_path / "ir12.png") == before
 
 

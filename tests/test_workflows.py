@@ -24,6 +24,7 @@ from fusionjax import cli
 from fusionjax import evaluation
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import stages
 
 from shared_data import SHARED_DATA
 from test_inference import TINY_FRUFN, save_tiny_checkpoint
@@ -148,7 +149,7 @@ def test_fuse_a_dataset_reader(tiny_ckpt, tmp_path, capsys):
 
 
 def test_pad_multiple_changes_the_shipped_fusion_only_slightly():
-  model = inference.load_model(None, task="ivf")
+  model = stages.load_model(None, task="ivf")
   sources = [imageio.load_image(SAMPLES / "tno" / "vi" / "37.png"), imageio.load_image(SAMPLES / "tno" / "ir" / "37.png")]
   exact = imageio.to_uint8(inference.fuse_images(model, sources)).astype(int)[..., 0]  # 247 x 359 -> 248 x 360
   padded = imageio.to_uint8(inference.fuse_images(model, sources, pad_multiple=64)).astype(int)[..., 0]  # 256 x 384
@@ -398,7 +399,7 @@ def test_export_runs_with_jax_only_and_equals_fuse(tmp_path, capsys):
   code, _, err = run_cli(["export", "--task", "ivf", "-o", out], capsys)
   wrote = [line for line in err.splitlines() if line.startswith("Wrote")]
   assert code == 0 and wrote[0].startswith(f"Wrote {out} (") and wrote[0].endswith("H, W >= 8.")
-  model = inference.load_model(None, task="ivf")
+  model = stages.load_model(None, task="ivf")
   visible = imageio.load_image(SAMPLES / "tno" / "vi" / "37.png")
   infrared = imageio.load_image(SAMPLES / "tno" / "ir" / "37.png")
   # Two sizes, one with a single 4-px window on the coarsest (1/8) scale and one with several.
@@ -475,7 +476,7 @@ def test_task_auto_says_what_it_picked(tmp_path, capsys):
   code, _, err = run_cli(["fuse", *sources, "-o", tmp_path / "auto.png", "--task", "auto"], capsys)
   assert code == 0, err
   assert "fusionjax fuse: note: --task auto picked mif: a grey source and black background in every source" in err
-  expected = inference.fuse_images(inference.load_model(None, task="mif"), [imageio.load_image(p) for p in sources])
+  expected = inference.fuse_images(stages.load_model(None, task="mif"), [imageio.load_image(p) for p in sources])
   np.testing.assert_array_equal(imageio.to_uint8(imageio.load_image(tmp_path / "auto.png")), imageio.to_uint8(expected))
   code, _, err = run_cli(["fuse", *sources, "-o", tmp_path / "x.png", "--task", "auto", "--ckpt", tmp_path], capsys)
   assert code == 2 and "--task auto picks one of the shipped stages" in err and not (tmp_path / "x.png").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from fusionjax import inference
+from fusionjax import tiling
 
 
 @dataclasses.dataclass
@@ -38,8 +38,8 @@ class EvalOptions:
   allow_missing: bool = False  # With fused_dir: score the pairs that have a fused file, skip the rest.
   overwrite: bool = False  # Replace the results already in ``out`` (as a whole).
   strict: bool = False  # evaluate.py exits with code 1 when some pair could not be scored.
-  tile_size: int = inference.DEFAULT_TILE_SIZE  # Larger images are fused in tiles.
-  tile_overlap: int = inference.DEFAULT_TILE_OVERLAP  # Overlap of neighbouring tiles.
+  tile_size: int = tiling.DEFAULT_TILE_SIZE  # Larger images are fused in tiles.
+  tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP  # Overlap of neighbouring tiles.
   pad_multiple: int | None = None  # Coarser input padding: fewer compiled shapes, slightly other results.
   name: str | None = None  # Label of the method in tables; default derived from the source.
   measure_flops: bool = True  # XLA cost analysis of the forward pass at the first image's size.

@@ -32,6 +32,8 @@ import numpy as np
 
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import stages
+from fusionjax.evaluation import cost
 from fusionjax import tasks
 from fusionjax.evaluation import baselines
 from fusionjax.evaluation import matching
@@ -103,14 +105,14 @@ class CheckpointProducer(Producer):
 
   The model section of the summary holds the parameter count, the FLOPs of the forward pass at the
   first image's size (XLA's cost analysis with every loop iteration counted, the solver's at its
-  mean iteration count on this set; see :func:`fusionjax.inference.forward_cost`) and the mean wall
+  mean iteration count on this set; see :func:`fusionjax.evaluation.cost.forward_cost`) and the mean wall
   time per image (calls that compiled a new input shape excluded).
   """
 
   def __init__(self, options: EvalOptions, pairs: Sequence, **kwargs):
     super().__init__(options, pairs, **kwargs)
     ckpt = options.ckpt
-    self.inputs = (ckpt if isinstance(ckpt, (str, os.PathLike)) and not inference.is_shipped(ckpt) else None,)
+    self.inputs = (ckpt if isinstance(ckpt, (str, os.PathLike)) and not stages.is_shipped(ckpt) else None,)
     self.fusion_model = None
     self.latencies: list[float] = []  # Seconds per call that did not compile a new shape.
     self._first_size: tuple[int, int] | None = None  # (H, W) of the first pair, as fused (after max_side).
@@ -118,7 +120,7 @@ class CheckpointProducer(Producer):
 
   def load(self) -> None:
     ckpt = self.options.ckpt
-    self.fusion_model = inference.load_model(ckpt, task=self.task if inference.is_shipped(ckpt) else None)
+    self.fusion_model = stages.load_model(ckpt, task=self.task if stages.is_shipped(ckpt) else None)
     expected = tasks.STAGE_OF_TASK.get(self.task.lower()) if self.task is not None else None
     if expected is not None and self.fusion_model.task != expected:
       logger.warning("Evaluating a %s checkpoint on %s pairs (%s); the matching stage is %s.", self.fusion_model.task,
@@ -126,9 +128,9 @@ class CheckpointProducer(Producer):
 
   def _fuse(self, sources):
     options = self.options
-    return _timed(lambda: inference.fuse_images_with_info(
+    return _timed(lambda: inference.fuse_images(
         self.fusion_model, sources, tile_size=options.tile_size, tile_overlap=options.tile_overlap,
-        pad_multiple=options.pad_multiple))
+        pad_multiple=options.pad_multiple, with_info=True))
 
   def __call__(self, pair, sources):
     del pair
@@ -146,7 +148,7 @@ class CheckpointProducer(Producer):
   def header(self) -> dict:
     from fusionjax import checkpoints
     options, fusion_model = self.options, self.fusion_model
-    description = inference.describe(fusion_model)
+    description = cost.describe(fusion_model)
     model_info = {"network": description["network"], "params": description["params"],
                   "network_params": description["network_params"],
                   "colornet_params": description["colornet_params"], "config": description["model_config"],
@@ -177,7 +179,7 @@ class CheckpointProducer(Producer):
     if self.options.measure_flops:
       # The solver's loop is counted for as many iterations as it took on average here.
       trips = summary["solver"]["mean_steps"] if solved else None
-      cost = inference.forward_cost(self.fusion_model, *self._first_size, pad_multiple=self.options.pad_multiple,
+      cost = cost.forward_cost(self.fusion_model, *self._first_size, pad_multiple=self.options.pad_multiple,
                                     while_trips=trips)
       model_info.update({"flops": cost["flops"], "flops_xla": cost["flops_xla"],
                          "flops_input_size": cost["input_size"], "flops_while_loops": cost["while_loops"],

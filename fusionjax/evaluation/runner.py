@@ -251,7 +251,7 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, **options) -
   Writes ``out/fused/<pair>.png`` (colour where a source is colour), ``out/metrics.csv``,
   ``out/summary.json`` and ``out/summary.md``. The model section of the summary holds the parameter
   count, the FLOPs of the forward pass at the first image's size (see
-  :func:`fusionjax.inference.forward_cost`) and the mean wall time per image (calls that compiled a
+  :func:`fusionjax.evaluation.cost.forward_cost`) and the mean wall time per image (calls that compiled a
   new input shape excluded).
 
   Args:
