@@ -4,8 +4,9 @@
 serialises the luma (Y-channel) fusion of a stage with its weights baked in: a function of two
 ``(1, H, W, 1)`` float32 luma images in [0, 1] with *symbolic* H and W (any size of at least the
 network's ``multiple`` on each side, 8 for the shipped stages) that returns the fused
-``(1, H, W, 1)`` luma. Inside, it pads by reflection to the network's multiple and crops back,
-exactly as the network does, so its output equals ``fusionjax fuse`` with the checkpoint (to float32
+``(1, H, W, 1)`` luma. Inside, it pads by reflection to the network's multiple and by the border of
+``fusionjax.inference.BORDER`` and crops back, exactly as inference does, so its output equals
+``fusionjax fuse`` with the checkpoint (to float32
 rounding; ``tests/test_workflows.py`` checks 1e-5 on two sizes). Loading it needs no Flax, Optax or
 Orbax::
 
@@ -73,25 +74,35 @@ def export_fusion(fusion_model):
 
   model = fusion_model.model
   multiple = int(getattr(model, "multiple", 1) or 1)
+  border = inference.BORDER if hasattr(model, "border") else 0
   variables = fusion_model.variables
 
-  def pad_index(size, padded):
-    # Reflection at the bottom/right, as fusionjax.models.padding pads: index n + j reads n - 2 - j.
+  def reflect(index, size):
+    # Reflection without repeating the edge, as jnp.pad(mode="reflect"): -j reads j, n + j reads n - 2 - j.
+    index = jnp.abs(index)
+    return jnp.where(index < size, index, 2 * (size - 1) - index)
+
+  def pad_index(size, aligned, padded):
+    # The rows (or columns) the network reads, padded as fusion_network pads them in inference: the
+    # image reflected to the multiple at the bottom/right (``aligned``), ``border`` reflected on every
+    # side of that, and reflected again to the multiple (``padded``).
     index = jax.lax.iota(jnp.int32, padded)
-    n = jnp.asarray(size, jnp.int32)
-    return jnp.where(index < n, index, 2 * (n - 1) - index)
+    n, a = jnp.asarray(size, jnp.int32), jnp.asarray(aligned, jnp.int32)
+    index = reflect(index, a + 2 * border) - border
+    return reflect(reflect(index, a), n)
 
   def luma_fusion(y1, y2):
     height, width = y1.shape[1], y1.shape[2]
-    padded_h = (height + multiple - 1) // multiple * multiple
-    padded_w = (width + multiple - 1) // multiple * multiple
-    rows, cols = pad_index(height, padded_h), pad_index(width, padded_w)
+    up = lambda size: (size + multiple - 1) // multiple * multiple
+    rows = pad_index(height, up(height), up(up(height) + 2 * border))
+    cols = pad_index(width, up(width), up(up(width) + 2 * border))
     pad = lambda y: jnp.asarray(y, jnp.float32)[:, rows][:, :, cols]
     fused = model.apply(variables, pad(y1), pad(y2))
-    return fused[:, :height, :width]
+    return fused[:, border:border + height, border:border + width]
 
   luma_fusion.__name__ = program_name(fusion_model.task, multiple, fusion_model.colornet is not None)
-  height, width = export.symbolic_shape("H, W", constraints=(f"H >= {multiple}", f"W >= {multiple}"))
+  smallest = max(multiple, border + 1)  # Reflecting ``border`` rows needs more than ``border`` rows.
+  height, width = export.symbolic_shape("H, W", constraints=(f"H >= {smallest}", f"W >= {smallest}"))
   spec = jax.ShapeDtypeStruct((1, height, width, 1), jnp.float32)
   try:
     return export.export(jax.jit(luma_fusion))(spec, spec)

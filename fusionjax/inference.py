@@ -24,9 +24,17 @@ a raised-cosine partition of unity, so no tile border shows in the result.
 The model comes from :func:`fusionjax.stages.load_model`; its cost (parameters, FLOPs) from
 :mod:`fusionjax.evaluation.cost`.
 
+Borders: every image is fused with :data:`BORDER` reflected pixels on each side, cropped off after
+(the networks' ``border``, :mod:`fusionjax.models.padding`). Without them the first rows and columns
+are the only pixels whose convolutions read zero padding, and the shipped stages answer with a
+bright frame one to four pixels wide (on the shipped samples the outer 4-pixel band came out up to 27
+grey levels above the band inside it; ``tests/test_border.py`` measures it). Training crops use no
+border: the network learns on crops, and the border only changes what the outermost pixels see.
+
 Padding and compilation: the networks pad their input (reflection, bottom/right) to a multiple of
 their windows and pooling factors (``model.multiple``). Inference pads to the same multiple the same
-way before calling the jitted network, so the result equals ``model.apply`` on the image itself.
+way before calling the jitted network, so the result equals ``model.clone(border=BORDER).apply`` on
+the image itself.
 ``pad_multiple`` pads further (e.g. 64) so that images of many sizes share fewer compiled shapes,
 worth it for benchmark runs on hardware where compiling is slow; the price is a slightly different
 result: the extra reflected rows and columns change the pixels near the bottom/right edges and,
@@ -113,13 +121,24 @@ _COMPILED: dict = {}
 _COMPILED_LOCK = threading.Lock()
 
 
+#: Reflected pixels added on every side of the sources before the network (see the module docstring).
+BORDER = 8
+
+
+def fusion_network(fusion_model):
+  """The network as inference applies it: the stage's network with :data:`BORDER`."""
+  model = fusion_model.model
+  return model.clone(border=BORDER) if hasattr(model, "border") else model
+
+
 def _compiled(fusion_model) -> _CompiledModel:
   """Returns the cached jitted functions for the model's architecture."""
-  key = (type(fusion_model.model).__name__, repr(fusion_model.model),
+  network = fusion_network(fusion_model)
+  key = (type(network).__name__, repr(network),
          repr(fusion_model.colornet) if fusion_model.colornet is not None else None)
   with _COMPILED_LOCK:
     if key not in _COMPILED:
-      _COMPILED[key] = _CompiledModel(fusion_model.model, fusion_model.colornet)
+      _COMPILED[key] = _CompiledModel(network, fusion_model.colornet)
     return _COMPILED[key]
 
 

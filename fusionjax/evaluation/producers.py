@@ -179,11 +179,11 @@ class CheckpointProducer(Producer):
     if self.options.measure_flops:
       # The solver's loop is counted for as many iterations as it took on average here.
       trips = summary["solver"]["mean_steps"] if solved else None
-      cost = cost.forward_cost(self.fusion_model, *self._first_size, pad_multiple=self.options.pad_multiple,
-                                    while_trips=trips)
-      model_info.update({"flops": cost["flops"], "flops_xla": cost["flops_xla"],
-                         "flops_input_size": cost["input_size"], "flops_while_loops": cost["while_loops"],
-                         "flops_while_trips": trips, "colornet_flops": cost.get("colornet_flops")})
+      counted = cost.forward_cost(self.fusion_model, *self._first_size, pad_multiple=self.options.pad_multiple,
+                                  while_trips=trips)
+      model_info.update({"flops": counted["flops"], "flops_xla": counted["flops_xla"],
+                         "flops_input_size": counted["input_size"], "flops_while_loops": counted["while_loops"],
+                         "flops_while_trips": trips, "colornet_flops": counted.get("colornet_flops")})
 
 
 class BaselineProducer(Producer):
