@@ -51,3 +51,79 @@ def test_pad_with_border_and_crop_round_trip():
     padding.pad_with_border(x, -1, 8)
   with pytest.raises(ValueError, match="offset 3"):
     padding.crop_to(x, 7, 9, offset=3)
+
+
+# ---------------------------------------------------------------- the shipped weights on real pairs
+
+# Every real pair shipped in the package, with the task whose shipped stage fuses it.
+SHIPPED_PAIRS = [("tno", "test", "ivf"), ("roadscene", "all", "ivf"), ("lytro", "test", "mfif"),
+                 ("mefb", "test", "meif"), ("sice", "train", "meif"), ("harvard_mri_ct", "test", "mif"),
+                 ("harvard_mri_spect", "test", "mif")]
+
+
+def frame_statistics(luma: np.ndarray) -> dict[str, tuple[float, float]]:
+  """Per side: (outer 4-px band mean - mean of the band 4-12 px in, 90th percentile of |same| inside).
+
+  The second number is the image's own band-to-band variation: the same difference taken at every
+  offset from 12 px in to 24 px before the opposite side.
+  """
+  sides = {"top": luma, "bottom": luma[::-1], "left": luma.T, "right": luma.T[::-1]}
+  result = {}
+  for side, image in sides.items():
+    rows = image.mean(axis=1)
+    step = lambda r: rows[r:r + 4].mean() - rows[r + 4:r + 12].mean()
+    inside = np.abs([step(r) for r in range(12, len(rows) - 24)])
+    result[side] = (float(step(0)), float(np.percentile(inside, 90)))
+  return result
+
+
+def _grey_levels(image: np.ndarray) -> np.ndarray:
+  from fusionjax import color
+  return color.split_luma_chroma(image)[0][..., 0] * 255
+
+
+def _fuse_shipped(dataset, split, task):
+  """Yields (pair name, grey levels of each source, grey levels of the fused image) for each sample pair."""
+  from fusionjax import imageio, inference, stages
+  from fusionjax.data import readers, sample_pairs
+  model = stages.load_model(None, task=task)
+  for pair in readers.list_pairs(dataset, sample_pairs.samples_dir(), split):
+    images = [imageio.load_image(path) for path in pair.sources]
+    yield pair.name, [_grey_levels(image) for image in images], _grey_levels(inference.fuse_images(model, images))
+
+
+def _frames(sources, fused) -> dict[str, float]:
+  """Per side: how far the fused edge step lies outside the sources' own edge steps, in units of the
+  fused image's band-to-band variation (> 1 is a frame the sources do not have).
+
+  A scene can be brighter at its edge (a RoadScene visible image rises 15 levels in its last 4
+  columns), so the fused image's edge step is compared with the range of the sources' steps.
+  """
+  fused_stats = frame_statistics(fused)
+  source_stats = [frame_statistics(source) for source in sources]
+  result = {}
+  for side, (edge, variation) in fused_stats.items():
+    low = min(stats[side][0] for stats in source_stats)
+    high = max(stats[side][0] for stats in source_stats)
+    result[side] = max(low - edge, edge - high, 0.0) / variation
+  return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset,split,task", SHIPPED_PAIRS, ids=[d for d, _, _ in SHIPPED_PAIRS])
+def test_no_frame_round_the_shipped_stages_outputs(dataset, split, task):
+  for name, sources, fused in _fuse_shipped(dataset, split, task):
+    frames = _frames(sources, fused)
+    assert max(frames.values()) < 1, (
+        f"{dataset} {name}: the outer 4-px band differs from the band inside it by more than the sources' "
+        f"bands do, beyond the image's own band-to-band variation (excess per side, in units of it: {frames})")
+
+
+@pytest.mark.slow
+def test_without_the_border_the_frame_shows(monkeypatch):
+  # The control: the same shipped stage on the same pair, with the convolutions' zero padding at the
+  # image edges (BORDER 0), shows the frame that the test above rules out.
+  from fusionjax import inference
+  monkeypatch.setattr(inference, "BORDER", 0)
+  (name, sources, fused), = _fuse_shipped("tno", "test", "ivf")
+  assert max(_frames(sources, fused).values()) > 2
