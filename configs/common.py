@@ -16,7 +16,9 @@ Fields (``--config.<field>=...`` on the command line):
   gradient-transfer loss; ``teacher_ckpt`` defaults to the previous stage's default workdir.
 - ``init_ckpt``: optional checkpoint to start the parameters from (resume from the workdir wins).
 - logging, checkpointing and devices: ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
-  ``sample_every``, ``num_samples``, ``eval_metrics``, ``num_devices``, ``distributed``, ``prefetch``.
+  ``sample_every``, ``num_samples``, ``eval_metrics``, ``num_devices``, ``prefetch``.
+- data parallelism and multi-process runs (``docs/multihost.md``): ``parallel`` ('jit' or 'pmap'),
+  ``distributed``, ``coordinator_address``, ``num_processes``, ``process_id``.
 
 ``apply_smoke`` shrinks any stage to a CPU run of a few minutes (``--config=configs/<stage>.py:smoke``;
 ``time python train.py --config=configs/mfif.py:smoke --config.data.data_dir=fusionjax/data/samples``
@@ -30,6 +32,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from fusionjax import data, models
+from fusionjax.train import parallel
 
 #: Training order of the stages; each stage's teacher is the one before it.
 STAGES = ("mfif", "meif", "ivf")
@@ -136,9 +139,16 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   config.num_samples = 4
   # Metrics of the sample fusions reported at the end (fusionjax.metrics names; PSNR needs a reference).
   config.eval_metrics = ("EN", "SD", "SF", "SSIM", "Qabf", "PSNR")
-  config.num_devices = config_dict.placeholder(int)  # Local devices to use; None = all.
-  # Multi-host runs: call jax.distributed.initialize() first (cluster environment detected by JAX).
+  config.num_devices = config_dict.placeholder(int)  # Devices of each process to use; None = all.
+  # Data-parallel step: 'jit' (jax.jit + shard_map over a device mesh) or 'pmap'; the default is
+  # the one that measured faster (docs/multihost.md, benchmarks/train_benchmark.py --parallel).
+  config.parallel = parallel.DEFAULT_MODE
+  # Multi-process runs (docs/multihost.md): the three fields below, all set, start one process of a
+  # run by hand or from a launcher; distributed=True without them lets JAX detect the cluster.
   config.distributed = False
+  config.coordinator_address = config_dict.placeholder(str)  # HOST:PORT of process 0.
+  config.num_processes = config_dict.placeholder(int)
+  config.process_id = config_dict.placeholder(int)  # This process's rank, 0..num_processes-1.
   config.prefetch = 2  # Batches prepared ahead by the data thread.
   return config
 

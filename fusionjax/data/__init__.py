@@ -3,7 +3,8 @@
 - Records and checks: :class:`Pair`, :func:`validate_pairs`, :func:`load_pair`, :func:`folder_pairs`.
 - Readers: :func:`list_pairs` over the :data:`DATASETS` registry, :func:`list_images` for photographs.
 - Synthesis: :func:`multi_focus_pair`, :func:`multi_exposure_pair`.
-- Training batches: :func:`default_data_config`, :func:`make_training_source`, :func:`shard_batch`.
+- Training batches: :func:`default_data_config`, :func:`make_training_source` (``shard_batch``, which
+  splits a batch over devices, lives in :mod:`fusionjax.train.parallel`, its only user).
 - Shipped samples: :func:`samples_dir`, :func:`sample_pair`, :func:`list_sample_pairs`.
 - TFDS (imported on first use, as it loads tensorflow_datasets): ``fusionjax.data.tfds_builders``.
 """
@@ -20,7 +21,6 @@ from fusionjax.data.pipeline import TrainingSource as TrainingSource
 from fusionjax.data.pipeline import default_data_config as default_data_config
 from fusionjax.data.pipeline import make_training_source as make_training_source
 from fusionjax.data.pipeline import resolve_data_config as resolve_data_config
-from fusionjax.data.pipeline import shard_batch as shard_batch
 from fusionjax.data.readers import DATASETS as DATASETS
 from fusionjax.data.readers import Reader as Reader
 from fusionjax.data.readers import dataset_dir as dataset_dir
@@ -42,4 +42,8 @@ def __getattr__(name):
   if name == "tfds_builders":
     import importlib  # pylint: disable=import-outside-toplevel
     return importlib.import_module("fusionjax.data.tfds_builders")
+  if name == "shard_batch":
+    # Moved to fusionjax.train.parallel; imported lazily here (train imports data, not the reverse).
+    from fusionjax.train.parallel import shard_batch  # pylint: disable=import-outside-toplevel
+    return shard_batch
   raise AttributeError(f"module 'fusionjax.data' has no attribute {name!r}")

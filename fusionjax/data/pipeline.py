@@ -312,9 +312,16 @@ class TrainingSource:
     Returns:
       Dict of float32 arrays with leading axis ``batch_size`` (see the module docstring for keys).
     """
+    return self.examples(step, range(self._first_index, self._first_index + self.batch_size))
+
+  def examples(self, step: int, indices: Sequence[int]) -> dict[str, np.ndarray]:
+    """Examples ``indices`` (positions in the global batch) of ``step``, stacked like :meth:`batch`.
+
+    Any process can make any examples of the global batch: the training loop makes its sample
+    crops (the first examples of step 0) this way, the same in every process and process count.
+    """
     if not isinstance(step, (int, np.integer)) or step < 0:
       raise ValueError(f"step must be a non-negative integer, got {step!r}.")
-    indices = range(self._first_index, self._first_index + self.batch_size)
     if self._pool is not None:
       examples = list(self._pool.map(lambda i: self.example(step, i), indices))
     else:
@@ -534,28 +541,3 @@ def make_training_source(task: str, data_config: Mapping | ml_collections.Config
     sets.append(_pair_set("RoadScene train", pairs, config, 1.0, with_reference=False, with_chroma=False))
   return TrainingSource(task, config, sets, process_index, process_count)
 
-
-def shard_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
-  """Reshapes every array's leading axis B to (num_devices, B // num_devices) for ``pmap``.
-
-  Args:
-    batch: dict of arrays with the same leading size B.
-    num_devices: local device count (``jax.local_device_count()``).
-
-  Returns:
-    Dict of reshaped arrays (views, no copy).
-
-  Raises:
-    ValueError: B is not divisible by ``num_devices`` or the leading sizes differ.
-  """
-  if not isinstance(num_devices, (int, np.integer)) or num_devices < 1:
-    raise ValueError(f"num_devices must be a positive integer, got {num_devices!r}.")
-  sizes = {key: np.shape(value)[0] if np.ndim(value) else None for key, value in batch.items()}
-  if len(set(sizes.values())) != 1 or None in sizes.values():
-    raise ValueError(f"All batch arrays need the same leading (batch) axis, got {sizes}.")
-  size = next(iter(sizes.values()))
-  if size % num_devices:
-    raise ValueError(f"Batch size {size} is not divisible by {num_devices} devices; set "
-                     f"config.data.batch_size to a multiple of {num_devices}.")
-  return {key: np.reshape(value, (num_devices, size // num_devices) + np.shape(value)[1:])
-          for key, value in batch.items()}

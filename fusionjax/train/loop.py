@@ -10,6 +10,11 @@ model as teacher. Each run writes to its workdir:
 - ``metrics.jsonl``: one JSON object per logged step.
 - ``samples_step_<N>.png``: sources | fused | reference for a few fixed training crops.
 
+A multi-process run (``docs/multihost.md``, :mod:`fusionjax.train.distributed`) writes the same
+files: every process takes part in each checkpoint, which Orbax writes once for the whole run, and
+process 0 alone writes ``metrics.jsonl``, the sample grids and the progress lines. Each process
+makes its own share of every global batch.
+
 Order of work. Everything that can fail on user input is checked before anything is written to the
 workdir, and before data loading and compilation:
 
@@ -52,6 +57,7 @@ from fusionjax import checkpoints
 from fusionjax import color
 from fusionjax import data as fj_data
 from fusionjax import models
+from fusionjax.train import distributed
 from fusionjax.train import logging as train_logging
 from fusionjax.train import parallel
 from fusionjax.train import state as train_state
@@ -148,6 +154,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the fields the loop relies on; raises ValueError naming the flag to fix."""
   if config.task not in train_steps.TASKS:
     raise ValueError(f"config.task is {config.task!r}; use one of {train_steps.TASKS}.")
+  if config.get("parallel", parallel.DEFAULT_MODE) not in parallel.MODES:
+    raise ValueError(f"--config.parallel={config.parallel!r}; use one of {', '.join(parallel.MODES)}.")
   for name in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(config[name]) <= 0:
       raise ValueError(f"--config.{name} must be positive, got {config[name]}.")
@@ -251,7 +259,7 @@ class Programs:
     init: jitted ``rng -> train state``.
     step: the device-parallel train step (``DataParallel.compile_step``).
     fuse: jitted ``(params, y1, y2) -> fused``; ``color``: jitted ColorNet apply (or None).
-    data_parallel: the :class:`parallel.DataParallel` the step runs on.
+    data_parallel: the :class:`parallel.DataParallel` or :class:`parallel.MeshDataParallel` the step runs on.
   """
 
   model: Any
@@ -263,11 +271,11 @@ class Programs:
   step: Any
   fuse: Any
   color: Any
-  data_parallel: parallel.DataParallel
+  data_parallel: Any
 
 
 @functools.lru_cache(maxsize=4)
-def _programs(spec_json: str, num_devices: int | None) -> Programs:
+def _programs(spec_json: str, num_devices: int | None, mode: str) -> Programs:
   # Cached on the stage's specification, so that calling train_and_evaluate again with the same
   # networks and optimiser (resuming in a notebook, tests) reuses the compiled functions.
   spec = json.loads(spec_json)
@@ -286,7 +294,7 @@ def _programs(spec_json: str, num_devices: int | None) -> Programs:
       task, model, optimizer, train_steps.LossWeights(**spec["weights"]), learning_rate=schedule,
       teacher_model=teacher_model, colornet=colornet, colornet_optimizer=colornet_optimizer,
       axis_name=parallel.AXIS_NAME)
-  dp = parallel.DataParallel(num_devices)
+  dp = parallel.make_data_parallel(mode, num_devices)
   fuse = jax.jit(lambda params, y1, y2: model.apply({"params": params}, y1, y2))
   color_fn = jax.jit(lambda params, c1, c2, y: colornet.apply({"params": params}, c1, c2, y)) if colornet else None
   return Programs(model=model, colornet=colornet, optimizer=optimizer, colornet_optimizer=colornet_optimizer,
@@ -319,7 +327,8 @@ def build_programs(config: ml_collections.ConfigDict, teacher: Teacher | None) -
                   "fixed_point": fixed_point_weight(config), "jacobian": jacobian_weight(config)},
       "teacher_model": teacher.metadata["model"] if teacher is not None else None,
   }
-  return _programs(json.dumps(spec, sort_keys=True), config.get("num_devices"))
+  return _programs(json.dumps(spec, sort_keys=True), config.get("num_devices"),
+                   config.get("parallel", parallel.DEFAULT_MODE))
 
 
 def fixed_point_weight(config) -> float:
@@ -408,10 +417,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     FloatingPointError: the loss or the gradients became non-finite (the message names the step).
   """
   start_time = time.perf_counter()
-  if config.get("distributed", False):
-    # Multi-host: every host runs this same program; the coordinator address and process ids come
-    # from the cluster environment (Cloud TPU, SLURM, Kubernetes) that jax.distributed detects.
-    jax.distributed.initialize()
+  with _input_checks():
+    # Multi-process: every process runs this same program (see docs/multihost.md); before anything
+    # else touches JAX's devices.
+    distributed.initialize(config)
+  # Only process 0 writes metrics.jsonl, sample grids and log lines; every process takes part in
+  # each checkpoint, which Orbax writes once for the whole run.
+  is_main = jax.process_index() == 0
+  log = logging.info if is_main else (lambda *args: None)
   config = ml_collections.ConfigDict(config.to_dict())  # Local copy: the caller's config is not touched.
   with _input_checks():
     validate_config(config)
@@ -423,7 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if existing is not None:
       _check_resumable(existing, config, workdir)
     teacher = resolve_teacher(config, existing)
-    dp = parallel.DataParallel(config.get("num_devices"))
+    dp = parallel.make_data_parallel(config.get("parallel", parallel.DEFAULT_MODE), config.get("num_devices"))
     dp.check_batch_size(int(config.data.batch_size))
     source = fj_data.make_training_source(task, config.data, process_index=jax.process_index(),
                                          process_count=jax.process_count())
@@ -446,14 +459,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       init_meta = checkpoints.read_metadata(config.init_ckpt)
     init_record = {"path": str(Path(config.init_ckpt).expanduser().absolute()), "step": init_meta["step"],
                    "task": init_meta["task"]}
-    logging.info("[%s] parameters initialised from %s (step %d)", task, config.init_ckpt, init_meta["step"])
+    log("[%s] parameters initialised from %s (step %d)", task, config.init_ckpt, init_meta["step"])
 
   workdir.mkdir(parents=True, exist_ok=True)
   checkpointer = checkpoints.StageCheckpointer(workdir, max_to_keep=int(config.keep_checkpoints))
   if checkpointer.latest_step() is not None:
     with _input_checks():  # A damaged checkpoint in the workdir: the message says what to do.
       host_state, _ = checkpointer.restore(state_template=host_state)
-    logging.info("[%s] resuming from %s at step %d", task, workdir, int(host_state["step"]))
+    log("[%s] resuming from %s at step %d", task, workdir, int(host_state["step"]))
   start_step = int(host_state["step"])
 
   metadata = {
@@ -467,17 +480,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       "workdir": str(workdir),
       "fusionjax_version": fusionjax.__version__,
   }
-  logging.info("[%s] %s, %d parameters%s; %d device(s); teacher: %s", task, config.model.name,
-               train_state.count_params(host_state["params"]),
-               f" + ColorNet {train_state.count_params(host_state['colornet_params'])}" if colornet_kwargs else "",
-               dp.num_global_devices,
-               f"{teacher.path} (step {teacher.step}, {teacher.metadata['task']})" if teacher else "none")
+  log("[%s] %s, %d parameters%s; %d device(s) (%s, %d process(es)); teacher: %s", task, config.model.name,
+      train_state.count_params(host_state["params"]),
+      f" + ColorNet {train_state.count_params(host_state['colornet_params'])}" if colornet_kwargs else "",
+      dp.num_global_devices, dp.mode, jax.process_count(),
+      f"{teacher.path} (step {teacher.step}, {teacher.metadata['task']})" if teacher else "none")
 
   p_step = programs.step
   frozen = (dp.replicate(teacher.params),) if teacher is not None else ()
 
-  sample_batch = {k: v[:int(config.num_samples)] for k, v in source.batch(0).items()}
-  writer = train_logging.MetricsWriter(workdir, resume_step=start_step)
+  # The first crops of step 0's global batch: the same in every process and for any process count.
+  sample_batch = source.examples(0, range(min(int(config.num_samples), source.global_batch_size)))
+  writer = train_logging.MetricsWriter(workdir, resume_step=start_step) if is_main else None
   progress = train_logging.Progress(task, start_step, num_steps)
   rep_state = dp.replicate(host_state)
   pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
@@ -488,7 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   def check_pending():
     """Moves device metrics to the host; fails at the first step whose loss or gradients are not finite."""
-    host = jax.device_get([m for _, m in pending])
+    host = dp.unreplicate([m for _, m in pending])
     for (step, _), values in zip(pending, host):
       values = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in values.items()}
       if values["all_finite"] < 1.0:
@@ -507,7 +521,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   def write_samples(step):
     columns, fused = _sample_columns(programs, dp.unreplicate(rep_state), sample_batch)
-    train_logging.write_sample_grid(workdir, step, columns)
+    if is_main:
+      train_logging.write_sample_grid(workdir, step, columns)
     return fused
 
   completed = start_step  # steps whose update is in rep_state
@@ -528,9 +543,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
           if rate and step - start_step > int(config.log_every):
             rates.append(rate)  # The first interval includes compilation.
           eta = progress.eta_seconds(step)
-          writer.write(step, {**last_logged, "steps_per_sec": rate or 0.0,
-                              "eta_s": eta if eta is not None else float("nan")})
-          logging.info("%s", progress.line(step, last_logged))
+          if writer is not None:
+            writer.write(step, {**last_logged, "steps_per_sec": rate or 0.0,
+                                "eta_s": eta if eta is not None else float("nan")})
+          log("%s", progress.line(step, last_logged))
         if step % int(config.checkpoint_every) == 0 and step != num_steps:
           save(step)
         if int(config.sample_every) and step % int(config.sample_every) == 0 and step != num_steps:
