@@ -31,11 +31,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from fusionjax import data, models
+from fusionjax import data, models, tasks
 from fusionjax.train import parallel
-
-#: Training order of the stages; each stage's teacher is the one before it.
-STAGES = ("mfif", "meif", "ivf")
 
 
 #: Config arguments a stage config accepts after its path (``configs/ivf.py:cpu``).
@@ -57,8 +54,7 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   Returns:
     A ConfigDict with every field ``fusionjax.train.train_and_evaluate`` reads.
   """
-  if task not in STAGES:
-    raise ValueError(f"Unknown stage {task!r}; use one of {STAGES}.")
+  tasks.check_stage(task)
   config = ml_collections.ConfigDict()
   config.task = task
   config.workdir_default = default_workdir(task)
@@ -116,12 +112,12 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   # training; benchmarks/jacobian_comparison.py).
   config.loss.jacobian = 0.0
 
-  previous = STAGES.index(task) - 1
+  teacher = tasks.TEACHER_OF.get(task)
   # Stages 2 and 3 learn from the frozen previous stage; --config.use_teacher=False is the ablation of
   # paper Table 6-7 (the same stage trained alone).
-  config.use_teacher = previous >= 0
+  config.use_teacher = teacher is not None
   # The previous stage's default workdir, so the default commands chain without extra flags.
-  config.teacher_ckpt = default_workdir(STAGES[previous]) if previous >= 0 else config_dict.placeholder(str)
+  config.teacher_ckpt = default_workdir(teacher) if teacher is not None else config_dict.placeholder(str)
   # Teacher checkpoint step; None takes its latest.
   config.teacher_step = config_dict.placeholder(int)
   # Checkpoint (a stage workdir) to start the parameters from instead of scratch; None = scratch.
@@ -204,9 +200,9 @@ def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _chain_workdirs(config: ml_collections.ConfigDict, variant: str) -> None:
   """Runs of one variant chain among themselves (``runs/<variant>/<task>``), apart from the full runs."""
   config.workdir_default = default_workdir(config.task, variant)
-  previous = STAGES.index(config.task) - 1
-  if previous >= 0:
-    config.teacher_ckpt = default_workdir(STAGES[previous], variant)
+  teacher = tasks.TEACHER_OF.get(config.task)
+  if teacher is not None:
+    config.teacher_ckpt = default_workdir(teacher, variant)
 
 
 #: Steps of each stage in the ``cpu`` variant: about 20 minutes per stage on a 2-core CPU (the run behind

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
 from configs import ivf, meif, mfif  # noqa: E402
 from fusionjax import checkpoints  # noqa: E402
 from fusionjax import data as fj_data  # noqa: E402
+from fusionjax import tasks  # noqa: E402
 from fusionjax.train import logging as train_logging  # noqa: E402
 from fusionjax.train import loop  # noqa: E402
 from shared_data import SHARED_DATA
@@ -157,7 +158,7 @@ def test_wrong_task_teacher_fails_before_data_and_leaves_workdirs_alone(tmp_path
   before = _snapshot(workdir)
   config = _smoke(task, DATA)
   config.teacher_ckpt = str(teacher)
-  needed = loop.TEACHER_TASK[task]
+  needed = tasks.TEACHER_OF[task]
   with pytest.raises(ValueError, match=f"trained for '{wrong}'.*needs a '{needed}' teacher"):
     loop.train_and_evaluate(config, workdir)
   assert _snapshot(workdir) == before

@@ -3,8 +3,10 @@
 - Records and checks: :class:`Pair`, :func:`validate_pairs`, :func:`load_pair`, :func:`folder_pairs`.
 - Readers: :func:`list_pairs` over the :data:`DATASETS` registry, :func:`list_images` for photographs.
 - Synthesis: :func:`multi_focus_pair`, :func:`multi_exposure_pair`.
-- Training batches: :func:`default_data_config`, :func:`make_training_source` (``shard_batch``, which
-  splits a batch over devices, lives in :mod:`fusionjax.train.parallel`, its only user).
+- Training batches: :func:`default_data_config` and :func:`resolve_data_config` (``config.py``: the
+  fields, their defaults and checks), :func:`make_training_source` (``pipeline.py``),
+  :class:`BatchIterator` (``prefetch.py``: the prefetch thread). ``shard_batch``, which splits a
+  batch over devices, lives in :mod:`fusionjax.train.parallel`, its only user.
 - Shipped samples: :func:`samples_dir`, :func:`sample_pair`, :func:`list_sample_pairs`.
 - TFDS (imported on first use, as it loads tensorflow_datasets): ``fusionjax.data.tfds_builders``.
 """
@@ -16,11 +18,11 @@ from fusionjax.data.pairs import folder_pairs as folder_pairs
 from fusionjax.data.pairs import image_header as image_header
 from fusionjax.data.pairs import load_pair as load_pair
 from fusionjax.data.pairs import validate_pairs as validate_pairs
-from fusionjax.data.pipeline import BatchIterator as BatchIterator
+from fusionjax.data.config import default_data_config as default_data_config
+from fusionjax.data.config import resolve_data_config as resolve_data_config
 from fusionjax.data.pipeline import TrainingSource as TrainingSource
-from fusionjax.data.pipeline import default_data_config as default_data_config
 from fusionjax.data.pipeline import make_training_source as make_training_source
-from fusionjax.data.pipeline import resolve_data_config as resolve_data_config
+from fusionjax.data.prefetch import BatchIterator as BatchIterator
 from fusionjax.data.readers import DATASETS as DATASETS
 from fusionjax.data.readers import Reader as Reader
 from fusionjax.data.readers import dataset_dir as dataset_dir
