@@ -20,6 +20,10 @@ A problem with the config, the data, the teacher or the workdir ends the run bef
 written, with one line on stderr naming the field to change and exit code 2; a full disk ends it with
 one line naming the workdir and the space needed (the checkpoints already saved are kept) and exit
 code 1. ``FUSIONJAX_TRACEBACK=1`` shows the traceback of these too.
+
+Several processes (one per host, or several on one machine) train one run together when each gets
+``--config.coordinator_address=HOST:PORT --config.num_processes=N --config.process_id=I``
+(``docs/multihost.md``).
 """
 
 import errno
@@ -33,9 +37,8 @@ from ml_collections import config_flags
 from fusionjax import checkpoints
 from fusionjax import cli
 from fusionjax import runtime
-from fusionjax import train
+from fusionjax.train import distributed
 from fusionjax.train import logging as train_logging
-from fusionjax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/mfif.py (or "
                                           "configs/mfif.py:smoke); fields are overridden with --config.<field>=...",
@@ -77,12 +80,19 @@ def main(argv):
     print(config)
     return
   runtime.configure()
+  try:
+    # Before the training code is imported: that import starts JAX's devices (fusionjax.train.distributed).
+    distributed.initialize(config)
+  except ValueError as error:
+    _fail(error, cli.USAGE_ERROR)
+  from fusionjax.train import loop  # pylint: disable=import-outside-toplevel
+
   logging.set_verbosity(logging.INFO)
   train_logging.quiet_library_logs()
   checkpoints.quiet_disk_full_reports()
   workdir = _WORKDIR.value or config.workdir_default
   try:
-    result = train.train_and_evaluate(config, workdir)
+    result = loop.train_and_evaluate(config, workdir)
   except loop.InputError as error:
     _fail(error, cli.USAGE_ERROR)
   except FloatingPointError as error:  # The message names the step and the last good checkpoint.

@@ -13,6 +13,17 @@ Usage (from the repository root; a few minutes on a 2-core CPU)::
 
   python benchmarks/train_benchmark.py --steps 2 [--stages mfif,meif,ivf] [--model efrufn]
       [--batch_size 8 --patch_size 128] [--config_arg cpu] [--out results.json]
+      [--parallel pmap,jit] [--num_devices N]
+
+``--parallel`` names the data-parallel implementations to time (``--config.parallel``; both by
+default, one line each, compiled first and then timed in turns) over ``--num_devices`` devices
+(default: all); ``--repeats`` times ``--steps`` steps that many times and keeps the fastest. The comparison of
+``docs/multihost.md`` forces 2 CPU devices (XLA reads the flag at start)::
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_PLATFORMS=cpu \
+      python benchmarks/train_benchmark.py --config_arg smoke --stages mfif --steps 20 --repeats 5
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_PLATFORMS=cpu \
+      python benchmarks/train_benchmark.py --config_arg cpu --stages mfif --steps 5 --repeats 3
 
 ``--loss_scales --data_dir DATA`` instead prints the size of each unweighted loss term for the plain
 average of the two sources on real training crops (64 crops of 128 px per stage, or of
@@ -55,64 +66,98 @@ def _batch(task: str, batch_size: int, patch: int, rng: np.random.Generator) -> 
   return batch
 
 
+class _CompiledStage:
+  """One stage's train step, compiled for one data-parallel implementation, ready to be timed."""
+
+  def __init__(self, stage: str, *, batch_size: int | None, patch_size: int | None, model_name: str | None,
+               config_arg: str | None, compiler_options: dict | None, mode: str, num_devices: int | None):
+    config = _config(stage, config_arg)
+    if model_name:
+      config.model.name = model_name
+    batch_size = batch_size or int(config.data.batch_size)
+    patch = patch_size or int(config.data.patch_size)
+    model = models.create_model(config.model)
+    colornet = models.ColorNet(**config.colornet.to_dict()) if config.get("train_colornet") else None
+    optimizer = train_state.make_optimizer(config.optimizer, int(config.num_steps))
+    colornet_optimizer = train_state.make_optimizer(config.optimizer, int(config.num_steps)) if colornet else None
+    rng = jax.random.PRNGKey(0)
+    host_state = jax.device_get(jax.jit(lambda r: train_state.init_train_state(
+        r, model=model, optimizer=optimizer, patch_size=patch, colornet=colornet,
+        colornet_optimizer=colornet_optimizer))(rng))
+    teacher = None
+    if stage != "mfif":
+      # The teacher has the same architecture here; its weights do not change the cost.
+      teacher = models.create_model(config.model)
+      teacher_params = host_state["params"]
+    weights = train_steps.LossWeights(gradient_transfer=float(config.loss.lambda_gt) if teacher else 0.0,
+                                      texture=float(config.loss.beta1), structure=float(config.loss.beta2),
+                                      fixed_point=loop.fixed_point_weight(config))
+    step_fn = train_steps.make_train_step(stage, model, optimizer, weights, teacher_model=teacher,
+                                          colornet=colornet, colornet_optimizer=colornet_optimizer)
+    self.dp = parallel.make_data_parallel(mode, num_devices)
+    self.state = self.dp.replicate(host_state)
+    self.frozen = (self.dp.replicate(teacher_params),) if teacher else ()
+    data_rng = np.random.default_rng(0)
+    self.batches = [self.dp.shard(_batch(stage, batch_size, patch, data_rng)) for _ in range(2)]
+
+    start = time.perf_counter()
+    self.compiled = self.dp.compile_step(step_fn).lower(self.state, self.batches[0], *self.frozen).compile(
+        compiler_options=compiler_options or {})
+    compile_s = time.perf_counter() - start
+    memory = self.compiled.memory_analysis()
+    self.state, self.metrics = self.compiled(self.state, self.batches[0], *self.frozen)  # warm-up
+    jax.block_until_ready(self.metrics)
+    self.info = {
+        "stage": stage, "model": config.model.name, "parallel": self.dp.mode, "devices": self.dp.num_devices,
+        "batch_size": batch_size, "patch_size": patch, "params": train_state.count_params(host_state["params"]),
+        "compile_s": round(compile_s, 2),
+        "temp_mib": round(memory.temp_size_in_bytes / 2**20, 1) if memory is not None else None,
+    }
+
+  def time(self, steps: int) -> float:
+    """Seconds for ``steps`` steps (dispatch to the last result on the host)."""
+    start = time.perf_counter()
+    for i in range(steps):
+      self.state, self.metrics = self.compiled(self.state, self.batches[i % 2], *self.frozen)
+    jax.block_until_ready((self.state, self.metrics))
+    return time.perf_counter() - start
+
+  def result(self, steps: int, times: list[float]) -> dict:
+    elapsed = min(times)  # Other programs sharing the CPU only ever slow a repeat down.
+    metrics = self.dp.unreplicate(self.metrics)
+    return {**self.info, "steps_per_sec": round(steps / elapsed, 4), "sec_per_step": round(elapsed / steps, 4),
+            "timed_steps": steps, "sec_per_step_repeats": [round(t / steps, 4) for t in times],
+            "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
+            "device": jax.devices()[0].device_kind}
+
+
 def benchmark_stage(stage: str, *, steps: int, batch_size: int | None, patch_size: int | None,
                     model_name: str | None, config_arg: str | None = None,
-                    compiler_options: dict | None = None) -> dict:
+                    compiler_options: dict | None = None, mode: str = "pmap",
+                    num_devices: int | None = 1, repeats: int = 1) -> dict:
   """Compiles and times one stage's train step; returns the measurements.
 
-  ``compiler_options`` go to this step's XLA compilation (e.g. ``fusionjax.runtime.COMPILER_OPTIONS``).
+  ``compiler_options`` go to this step's XLA compilation (e.g. ``fusionjax.runtime.COMPILER_OPTIONS``);
+  ``mode`` is the data-parallel implementation (``--config.parallel``) over ``num_devices`` devices
+  (None: all). ``repeats`` times ``steps`` steps that many times and reports the fastest.
   """
-  config = _config(stage, config_arg)
-  if model_name:
-    config.model.name = model_name
-  batch_size = batch_size or int(config.data.batch_size)
-  patch = patch_size or int(config.data.patch_size)
-  model = models.create_model(config.model)
-  colornet = models.ColorNet(**config.colornet.to_dict()) if config.get("train_colornet") else None
-  optimizer = train_state.make_optimizer(config.optimizer, int(config.num_steps))
-  colornet_optimizer = train_state.make_optimizer(config.optimizer, int(config.num_steps)) if colornet else None
-  rng = jax.random.PRNGKey(0)
-  host_state = jax.device_get(jax.jit(lambda r: train_state.init_train_state(
-      r, model=model, optimizer=optimizer, patch_size=patch, colornet=colornet,
-      colornet_optimizer=colornet_optimizer))(rng))
-  teacher = None
-  if stage != "mfif":
-    # The teacher has the same architecture here; its weights do not change the cost.
-    teacher = models.create_model(config.model)
-    teacher_params = host_state["params"]
-  weights = train_steps.LossWeights(gradient_transfer=float(config.loss.lambda_gt) if teacher else 0.0,
-                                    texture=float(config.loss.beta1), structure=float(config.loss.beta2),
-                                    fixed_point=loop.fixed_point_weight(config))
-  step_fn = train_steps.make_train_step(stage, model, optimizer, weights, teacher_model=teacher,
-                                        colornet=colornet, colornet_optimizer=colornet_optimizer)
-  dp = parallel.DataParallel(1)
-  state = dp.replicate(host_state)
-  frozen = (dp.replicate(teacher_params),) if teacher else ()
-  data_rng = np.random.default_rng(0)
-  batches = [dp.shard(_batch(stage, batch_size, patch, data_rng)) for _ in range(2)]
+  return compare_modes(stage, (mode,), steps=steps, batch_size=batch_size, patch_size=patch_size,
+                       model_name=model_name, config_arg=config_arg, compiler_options=compiler_options,
+                       num_devices=num_devices, repeats=repeats)[0]
 
-  start = time.perf_counter()
-  compiled = dp.compile_step(step_fn).lower(state, batches[0], *frozen).compile(
-      compiler_options=compiler_options or {})
-  compile_s = time.perf_counter() - start
-  memory = compiled.memory_analysis()
-  state, metrics = compiled(state, batches[0], *frozen)  # warm-up
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for i in range(steps):
-    state, metrics = compiled(state, batches[i % 2], *frozen)
-  jax.block_until_ready((state, metrics))
-  elapsed = time.perf_counter() - start
-  return {
-      "stage": stage, "model": config.model.name, "batch_size": batch_size, "patch_size": patch,
-      "params": train_state.count_params(host_state["params"]),
-      "compile_s": round(compile_s, 2), "steps_per_sec": round(steps / elapsed, 4),
-      "sec_per_step": round(elapsed / steps, 3), "timed_steps": steps,
-      "temp_mib": round(memory.temp_size_in_bytes / 2**20, 1) if memory is not None else None,
-      "loss": float(np.asarray(metrics["loss"])[0]),
-      "grad_norm": float(np.asarray(metrics["grad_norm"])[0]),
-      "device": jax.devices()[0].device_kind,
-  }
+
+def compare_modes(stage: str, modes, *, steps: int, repeats: int, num_devices: int | None, **options) -> list[dict]:
+  """Times one stage's step under each data-parallel implementation of ``modes``.
+
+  All are compiled first, then timed in turns (repeat 1 of each, repeat 2 of each, ...), so that a
+  change in the load of a shared machine falls on every implementation alike.
+  """
+  compiled = [_CompiledStage(stage, mode=mode, num_devices=num_devices, **options) for mode in modes]
+  times = [[] for _ in compiled]
+  for _ in range(repeats):
+    for timed, c in zip(times, compiled):
+      timed.append(c.time(steps))
+  return [c.result(steps, t) for c, t in zip(compiled, times)]
 
 
 def loss_scales(data_dir: str, crops: int = 64, patch: int = 128) -> dict:
@@ -161,6 +206,10 @@ def main(argv=None) -> None:
   parser.add_argument("--model", default=None, help="efrufn or frufn (default: the config's)")
   parser.add_argument("--config_arg", default=None, help="config variant, e.g. 'cpu' for configs/<stage>.py:cpu")
   parser.add_argument("--out", default=None, help="also write the results as JSON here")
+  parser.add_argument("--parallel", default=",".join(parallel.MODES),
+                      help=f"data-parallel implementations to time, comma-separated ({', '.join(parallel.MODES)})")
+  parser.add_argument("--num_devices", type=int, default=None, help="devices to run on (default: all)")
+  parser.add_argument("--repeats", type=int, default=1, help="time --steps steps this many times, keep the fastest")
   parser.add_argument("--loss_scales", action="store_true", help="print loss-term sizes instead (needs --data_dir)")
   parser.add_argument("--data_dir", default=None, help="data root for --loss_scales")
   args = parser.parse_args(argv)
@@ -169,12 +218,18 @@ def main(argv=None) -> None:
       parser.error("--loss_scales needs --data_dir=DATA (the folder holding clean_natural/, sice16/, roadscene/).")
     print(json.dumps(loss_scales(args.data_dir, patch=args.patch_size or 128)))
     return
+  modes = [m.strip() for m in args.parallel.split(",")]
+  for mode in modes:
+    if mode not in parallel.MODES:
+      parser.error(f"--parallel={mode!r}; use one or more of {', '.join(parallel.MODES)}.")
   results = []
   for stage in args.stages.split(","):
-    result = benchmark_stage(stage.strip(), steps=args.steps, batch_size=args.batch_size,
-                             patch_size=args.patch_size, model_name=args.model, config_arg=args.config_arg)
-    print(json.dumps(result), flush=True)
-    results.append(result)
+    for result in compare_modes(stage.strip(), modes, steps=args.steps, repeats=args.repeats,
+                                num_devices=args.num_devices, batch_size=args.batch_size,
+                                patch_size=args.patch_size, model_name=args.model, config_arg=args.config_arg,
+                                compiler_options=None):
+      print(json.dumps(result), flush=True)
+      results.append(result)
   if args.out:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -16,7 +16,9 @@ Fields (``--config.<field>=...`` on the command line):
   gradient-transfer loss; ``teacher_ckpt`` defaults to the previous stage's default workdir.
 - ``init_ckpt``: optional checkpoint to start the parameters from (resume from the workdir wins).
 - logging, checkpointing and devices: ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
-  ``sample_every``, ``num_samples``, ``eval_metrics``, ``num_devices``, ``distributed``, ``prefetch``.
+  ``sample_every``, ``num_samples``, ``eval_metrics``, ``num_devices``, ``prefetch``.
+- data parallelism and multi-process runs (``docs/multihost.md``): ``parallel`` ('jit' or 'pmap'),
+  ``distributed``, ``coordinator_address``, ``num_processes``, ``process_id``.
 
 ``apply_smoke`` shrinks any stage to a CPU run of a few minutes (``--config=configs/<stage>.py:smoke``;
 ``time python train.py --config=configs/mfif.py:smoke --config.data.data_dir=fusionjax/data/samples``
@@ -29,10 +31,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from fusionjax import data, models
-
-#: Training order of the stages; each stage's teacher is the one before it.
-STAGES = ("mfif", "meif", "ivf")
+from fusionjax import data, models, tasks
+from fusionjax.train import parallel
 
 
 #: Config arguments a stage config accepts after its path (``configs/ivf.py:cpu``).
@@ -54,8 +54,7 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   Returns:
     A ConfigDict with every field ``fusionjax.train.train_and_evaluate`` reads.
   """
-  if task not in STAGES:
-    raise ValueError(f"Unknown stage {task!r}; use one of {STAGES}.")
+  tasks.check_stage(task)
   config = ml_collections.ConfigDict()
   config.task = task
   config.workdir_default = default_workdir(task)
@@ -113,12 +112,12 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   # training; benchmarks/jacobian_comparison.py).
   config.loss.jacobian = 0.0
 
-  previous = STAGES.index(task) - 1
+  teacher = tasks.TEACHER_OF.get(task)
   # Stages 2 and 3 learn from the frozen previous stage; --config.use_teacher=False is the ablation of
   # paper Table 6-7 (the same stage trained alone).
-  config.use_teacher = previous >= 0
+  config.use_teacher = teacher is not None
   # The previous stage's default workdir, so the default commands chain without extra flags.
-  config.teacher_ckpt = default_workdir(STAGES[previous]) if previous >= 0 else config_dict.placeholder(str)
+  config.teacher_ckpt = default_workdir(teacher) if teacher is not None else config_dict.placeholder(str)
   # Teacher checkpoint step; None takes its latest.
   config.teacher_step = config_dict.placeholder(int)
   # Checkpoint (a stage workdir) to start the parameters from instead of scratch; None = scratch.
@@ -136,9 +135,16 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   config.num_samples = 4
   # Metrics of the sample fusions reported at the end (fusionjax.metrics names; PSNR needs a reference).
   config.eval_metrics = ("EN", "SD", "SF", "SSIM", "Qabf", "PSNR")
-  config.num_devices = config_dict.placeholder(int)  # Local devices to use; None = all.
-  # Multi-host runs: call jax.distributed.initialize() first (cluster environment detected by JAX).
+  config.num_devices = config_dict.placeholder(int)  # Devices of each process to use; None = all.
+  # Data-parallel step: 'jit' (jax.jit + shard_map over a device mesh) or 'pmap'; the default is
+  # the one that measured faster (docs/multihost.md, benchmarks/train_benchmark.py --parallel).
+  config.parallel = parallel.DEFAULT_MODE
+  # Multi-process runs (docs/multihost.md): the three fields below, all set, start one process of a
+  # run by hand or from a launcher; distributed=True without them lets JAX detect the cluster.
   config.distributed = False
+  config.coordinator_address = config_dict.placeholder(str)  # HOST:PORT of process 0.
+  config.num_processes = config_dict.placeholder(int)
+  config.process_id = config_dict.placeholder(int)  # This process's rank, 0..num_processes-1.
   config.prefetch = 2  # Batches prepared ahead by the data thread.
   return config
 
@@ -194,9 +200,9 @@ def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _chain_workdirs(config: ml_collections.ConfigDict, variant: str) -> None:
   """Runs of one variant chain among themselves (``runs/<variant>/<task>``), apart from the full runs."""
   config.workdir_default = default_workdir(config.task, variant)
-  previous = STAGES.index(config.task) - 1
-  if previous >= 0:
-    config.teacher_ckpt = default_workdir(STAGES[previous], variant)
+  teacher = tasks.TEACHER_OF.get(config.task)
+  if teacher is not None:
+    config.teacher_ckpt = default_workdir(teacher, variant)
 
 
 #: Steps of each stage in the ``cpu`` variant: about 20 minutes per stage on a 2-core CPU (the run behind

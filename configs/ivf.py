@@ -14,12 +14,11 @@ kept for testing), 8 crops of 128 px per step, 10k steps. The teacher defaults t
 must be an MEIF checkpoint; its checkpoint names its own MFIF teacher, so this stage's checkpoint
 holds the whole chain (``fusionjax.checkpoints.stage_lineage``).
 
-How long: 52 s per step on a shared 2-core CPU (``benchmarks/train_benchmark.py``: EFRUFN + teacher,
-8 x 128 px), about 6 days for 10k steps there; train on an accelerator (accelerator times not
-measured yet).
+How long: days on a CPU (``python benchmarks/train_benchmark.py --stages ivf`` times one step on the
+machine at hand; README: training has the measured times); train on an accelerator.
 
-Smoke run (after the stage-2 smoke run, its teacher from ``runs/smoke/meif``; 65 s on a busy 2-core
-CPU with the XLA flag)::
+Smoke run (after the stage-2 smoke run, its teacher from ``runs/smoke/meif``; a few minutes on a
+CPU)::
 
   XLA_FLAGS=--xla_backend_optimization_level=0 python train.py --config=configs/ivf.py:smoke \
       --config.data.data_dir=/path/to/data

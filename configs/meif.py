@@ -14,12 +14,11 @@ under/over pairs synthesised from ``DATA/clean_natural``; 8 crops of 128 px per 
 teacher defaults to ``runs/mfif``; a missing teacher, or one that is not an MFIF checkpoint, stops the
 run before anything is computed. ``--config.use_teacher=False`` trains without it (ablation).
 
-How long: 57 s per step on a shared 2-core CPU (``benchmarks/train_benchmark.py``: EFRUFN + teacher
-+ ColorNet, 8 x 128 px), about 6.6 days for 10k steps there; train on an accelerator (accelerator
-times not measured yet).
+How long: days on a CPU (``python benchmarks/train_benchmark.py --stages meif`` times one step on the
+machine at hand; README: training has the measured times); train on an accelerator.
 
-Smoke run (after the stage-1 smoke run, which it takes as teacher from ``runs/smoke/mfif``; 86 s on a
-busy 2-core CPU with the XLA flag)::
+Smoke run (after the stage-1 smoke run, which it takes as teacher from ``runs/smoke/mfif``; a few
+minutes on a CPU)::
 
   XLA_FLAGS=--xla_backend_optimization_level=0 python train.py --config=configs/meif.py:smoke \
       --config.data.data_dir=/path/to/data

@@ -8,12 +8,12 @@ Trains EFRUFN (``--config.model.name=frufn`` for FRUFN) on near/far pairs synthe
 photographs in ``DATA/clean_natural`` (plus Real-MFF triples when ``--config.data.real_mff_dir`` is set),
 8 crops of 128 px per step, 20k steps. The result is the teacher of stage 2 (``configs/meif.py``).
 
-How long: 39 s per step on a shared 2-core CPU (``benchmarks/train_benchmark.py``: EFRUFN, 8 x 128 px),
-so about 9 days for 20k steps there; train on an accelerator (accelerator times not measured yet).
+How long: days on a CPU (``python benchmarks/train_benchmark.py --stages mfif`` times one step on the
+machine at hand; README: training has the measured times); train on an accelerator.
 
-Smoke run (tiny network, 32 px crops, 6 steps). On a busy 2-core CPU: 74 s with the XLA flag below,
-149 s without it (the flag only lowers XLA's CPU optimisation level: compilation, which dominates a
-smoke run, is several times faster, and the losses come out the same)::
+Smoke run (tiny network, 32 px crops, 6 steps; a few minutes on a CPU, about half that with the XLA
+flag below, which only lowers XLA's CPU optimisation level: compilation, which dominates a smoke
+run, is several times faster, and the losses come out the same)::
 
   XLA_FLAGS=--xla_backend_optimization_level=0 python train.py --config=configs/mfif.py:smoke \
       --config.data.data_dir=/path/to/data

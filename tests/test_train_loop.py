@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
 from configs import ivf, meif, mfif  # noqa: E402
 from fusionjax import checkpoints  # noqa: E402
 from fusionjax import data as fj_data  # noqa: E402
+from fusionjax import tasks  # noqa: E402
 from fusionjax.train import logging as train_logging  # noqa: E402
 from fusionjax.train import loop  # noqa: E402
 from shared_data import SHARED_DATA
@@ -157,7 +158,7 @@ def test_wrong_task_teacher_fails_before_data_and_leaves_workdirs_alone(tmp_path
   before = _snapshot(workdir)
   config = _smoke(task, DATA)
   config.teacher_ckpt = str(teacher)
-  needed = loop.TEACHER_TASK[task]
+  needed = tasks.TEACHER_OF[task]
   with pytest.raises(ValueError, match=f"trained for '{wrong}'.*needs a '{needed}' teacher"):
     loop.train_and_evaluate(config, workdir)
   assert _snapshot(workdir) == before
@@ -206,6 +207,54 @@ def test_distributed_initialize_only_when_configured(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="data_dir"):
     loop.train_and_evaluate(config, tmp_path / "run")
   assert len(calls) == 1
+
+
+def test_multi_process_flags_go_to_jax_distributed(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append(k))
+  monkeypatch.delenv(loop.DATA_DIR_ENV, raising=False)
+  config = _smoke("mfif")  # no data_dir: stops right after the start
+  config.coordinator_address, config.num_processes, config.process_id = "10.0.0.1:1234", 4, 3
+  with pytest.raises(ValueError, match="data_dir"):
+    loop.train_and_evaluate(config, tmp_path / "run")
+  assert calls == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"coordinator_address": "10.0.0.1:1234"}, "--config.num_processes, --config.process_id not set"),
+    ({"coordinator_address": "10.0.0.1", "num_processes": 2, "process_id": 0}, "is not HOST:PORT"),
+    ({"coordinator_address": "host:99999", "num_processes": 2, "process_id": 0}, "is not HOST:PORT"),
+    ({"coordinator_address": "host:1234", "num_processes": 0, "process_id": 0}, "num_processes must be a positive"),
+    ({"coordinator_address": "host:1234", "num_processes": 2, "process_id": 2}, r"process_id must be in 0\.\.1"),
+])
+def test_bad_multi_process_flags_are_rejected_before_jax_starts(tmp_path, monkeypatch, fields, message):
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: pytest.fail("initialize was called"))
+  config = _smoke("mfif", tmp_path)
+  config.update(fields)
+  with pytest.raises(ValueError, match=message):
+    loop.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_train_py_reports_a_bad_multi_process_flag_in_one_line(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "train.py"), "--config=configs/mfif.py:smoke", f"--workdir={tmp_path / 'run'}",
+       "--config.coordinator_address=127.0.0.1:1234", "--config.num_processes=2", "--config.process_id=5"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines() == [
+      "train.py: error: --config.process_id must be in 0..1 (this process's rank among "
+      "--config.num_processes=2), got 5."]
+  assert not (tmp_path / "run").exists()
+
+
+def test_unknown_parallel_mode_is_rejected(tmp_path, no_data_loading):
+  config = _smoke("mfif", tmp_path)
+  config.parallel = "vmap"
+  with pytest.raises(ValueError, match="--config.parallel='vmap'; use one of pmap, jit"):
+    loop.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
 
 
 def test_train_py_reports_missing_data_dir(tmp_path):

@@ -3,7 +3,7 @@
 Usage::
 
   config = default_data_config("mfif")
-  config.data_dir = "/path/to/data"          # a root laid out like data/README.md
+  config.data_dir = "/path/to/data"          # a root laid out as in docs/DESIGN.md §5
   source = make_training_source("mfif", config)
   batch = source.batch(step)                 # pure function of (seed, step)
   for batch in source.iterate(start_step=step, prefetch=2):
@@ -15,7 +15,7 @@ uninterrupted run, whatever the prefetch depth or number of worker threads. Sets
 replacement (each example picks a set by the configured fractions, then an item uniformly), which keeps
 that property without epoch bookkeeping; over a run of thousands of steps every item is seen many times.
 
-Batch keys, float32, B = the batch size of this process, P = patch size, sources in DESIGN §2 order:
+Batch keys, float32, B = the batch size of this process, P = patch size, sources in docs/DESIGN.md §2 order:
 
 - ``y1``, ``y2`` (B, P, P, 1): luma (BT.601 Y) of the sources in [0, 1]: MFIF (near, far),
   MEIF (under, over), IVF (visible, infrared).
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import queue
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -38,142 +37,11 @@ import numpy as np
 
 from fusionjax.color import CHROMA_NEUTRAL, rgb_to_ycrcb
 from fusionjax.data import synthetic
+from fusionjax.data.config import resolve_data_config
+from fusionjax.data.prefetch import BatchIterator
 from fusionjax.data.pairs import Pair
 from fusionjax.data.readers import list_images, list_pairs
 from fusionjax.imageio import load_image, to_uint8
-
-#: Tasks with a training pipeline (MIF is evaluated with the stage-2 model, never trained).
-TRAINING_TASKS = ("mfif", "meif", "ivf")
-
-
-def default_data_config(task: str) -> ml_collections.ConfigDict:
-  """The data fields of a training config, with the reason for each default.
-
-  Experiment configs put this under ``config.data`` and override fields, e.g.
-  ``--config.data.data_dir=/path/to/data --config.data.batch_size=16``.
-
-  Args:
-    task: 'mfif', 'meif' or 'ivf'.
-
-  Returns:
-    A ConfigDict with the fields below.
-  """
-  _check_task(task)
-  config = ml_collections.ConfigDict()
-  # Root laid out like data/README.md (clean_natural/, sice16/, roadscene/, ...). Required.
-  config.data_dir = ml_collections.config_dict.placeholder(str)
-  # Global batch size (all processes and devices together). The paper does not give it; 8 patches of
-  # 128 px fit a single accelerator for FRUFN (N=5) and EFRUFN with room to spare.
-  config.batch_size = 8
-  # Square crop side in pixels. 128 is a multiple of every window and pooling factor of the network
-  # (windows 2 and 4, pooling 8) and large enough for blobs of defocus and exposure context.
-  config.patch_size = 128
-  # Seed of the data order and of the synthesis; batches are a pure function of (seed, step).
-  config.seed = 0
-  # Use only the first N items (naturally sorted) of each set: a cap for smoke runs. None = all.
-  config.max_images = ml_collections.config_dict.placeholder(int)
-  # Keep every decoded image in memory as uint8; the sets are small (clean_natural decodes to about
-  # 290 MB, RoadScene to 110 MB) and decoding dominates the cost of a batch otherwise.
-  config.cache = True
-  # Random horizontal/vertical flips and 90° rotations, the same for both sources and the reference;
-  # fusion is equivariant to them, so they multiply the data for free.
-  config.augment = True
-  # Threads computing the examples of one batch (numpy, scipy and Pillow release the GIL). 1 = serial.
-  config.num_workers = 1
-
-  if task == "mfif":
-    # Real-MFF root (imageA/, imageB/, Fusion/), optional: real multi-focus triples with references.
-    config.real_mff_dir = ml_collections.config_dict.placeholder(str)
-    # Share of examples drawn from Real-MFF when real_mff_dir is set: half real, half synthetic keeps
-    # real defocus in every batch while the synthetic pairs add scene variety.
-    config.real_mff_fraction = 0.5
-    config.multi_focus = ml_collections.ConfigDict({
-        "sigma_range": synthetic.DEFAULT_SIGMA_RANGE,
-        "mask_fraction_range": synthetic.DEFAULT_MASK_FRACTION_RANGE,
-        "mask_cells_range": synthetic.DEFAULT_MASK_CELLS_RANGE,
-        "gamma": synthetic.DEFAULT_BLUR_GAMMA,
-    })
-  elif task == "meif":
-    # Share of synthetic multi-exposure pairs (from clean_natural); the rest are SICE training pairs.
-    # Half and half: SICE has real exposures and references but few scenes (11 staged here).
-    config.synthetic_fraction = 0.5
-    # SICE split used for training; its 'test' split stays for evaluation.
-    config.sice_split = "train"
-    config.multi_exposure = ml_collections.ConfigDict({
-        "under_ev": synthetic.DEFAULT_UNDER_EV,
-        "over_ev": synthetic.DEFAULT_OVER_EV,
-        "response_gamma_range": synthetic.DEFAULT_RESPONSE_GAMMA_RANGE,
-        "response_contrast_range": synthetic.DEFAULT_RESPONSE_CONTRAST_RANGE,
-        "shot_noise_range": synthetic.DEFAULT_SHOT_NOISE_RANGE,
-        "read_noise_range": synthetic.DEFAULT_READ_NOISE_RANGE,
-    })
-  else:
-    # RoadScene split used for training: 'train' excludes the 50 test pairs; TNO is never trained on.
-    config.roadscene_split = "train"
-  return config
-
-
-def _check_task(task: str) -> None:
-  if task not in TRAINING_TASKS:
-    raise ValueError(f"Unknown training task {task!r}; use one of {', '.join(TRAINING_TASKS)} "
-                     "(MIF uses the MEIF model without training).")
-
-
-def _merge(defaults: dict, overrides: Mapping, prefix: str) -> dict:
-  merged = dict(defaults)
-  for key, value in overrides.items():
-    if key not in defaults:
-      raise ValueError(f"Unknown data config field {prefix}{key}; known fields: {', '.join(sorted(defaults))}.")
-    if isinstance(defaults[key], dict):
-      if not isinstance(value, Mapping):
-        raise ValueError(f"{prefix}{key} must be a mapping, got {value!r}.")
-      merged[key] = _merge(defaults[key], value, f"{prefix}{key}.")
-    else:
-      merged[key] = value
-  return merged
-
-
-def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigDict | None) -> dict:
-  """Completes ``data_config`` with :func:`default_data_config` and checks every field.
-
-  Args:
-    task: 'mfif', 'meif' or 'ivf'.
-    data_config: a ConfigDict or dict of the fields to set (unknown fields are errors, to catch typos).
-
-  Returns:
-    A plain dict of all fields.
-
-  Raises:
-    ValueError: unknown field, data_dir unset, or a value out of range (naming ``config.data.<field>``).
-  """
-  _check_task(task)
-  defaults = default_data_config(task).to_dict()
-  if data_config is None:
-    data_config = {}
-  if isinstance(data_config, ml_collections.ConfigDict):
-    data_config = data_config.to_dict()
-  config = _merge(defaults, data_config, "config.data.")
-  if config["data_dir"] is None or str(config["data_dir"]) == "":
-    raise ValueError("config.data.data_dir is not set: set --config.data.data_dir=DIR (a root laid out "
-                     "like data/README.md, e.g. with clean_natural/, sice16/, roadscene/).")
-
-  def require(condition: bool, field: str, what: str):
-    if not condition:
-      raise ValueError(f"config.data.{field} must be {what}, got {config[field]!r}.")
-
-  def is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-  require(is_int(config["batch_size"]) and config["batch_size"] > 0, "batch_size", "a positive integer")
-  require(is_int(config["patch_size"]) and config["patch_size"] >= 8, "patch_size", "an integer >= 8")
-  require(is_int(config["seed"]) and config["seed"] >= 0, "seed", "a non-negative integer")
-  require(config["max_images"] is None or (is_int(config["max_images"]) and config["max_images"] > 0),
-          "max_images", "None or a positive integer")
-  require(is_int(config["num_workers"]) and config["num_workers"] >= 1, "num_workers", "an integer >= 1")
-  for field in ("real_mff_fraction", "synthetic_fraction"):
-    if field in config:
-      require(0.0 <= config[field] <= 1.0, field, "in [0, 1]")
-  return config
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -312,9 +180,16 @@ class TrainingSource:
     Returns:
       Dict of float32 arrays with leading axis ``batch_size`` (see the module docstring for keys).
     """
+    return self.examples(step, range(self._first_index, self._first_index + self.batch_size))
+
+  def examples(self, step: int, indices: Sequence[int]) -> dict[str, np.ndarray]:
+    """Examples ``indices`` (positions in the global batch) of ``step``, stacked like :meth:`batch`.
+
+    Any process can make any examples of the global batch: the training loop makes its sample
+    crops (the first examples of step 0) this way, the same in every process and process count.
+    """
     if not isinstance(step, (int, np.integer)) or step < 0:
       raise ValueError(f"step must be a non-negative integer, got {step!r}.")
-    indices = range(self._first_index, self._first_index + self.batch_size)
     if self._pool is not None:
       examples = list(self._pool.map(lambda i: self.example(step, i), indices))
     else:
@@ -344,96 +219,6 @@ class TrainingSource:
       self._pool.shutdown(wait=True)
       self._pool = None
     self._cache.clear()
-
-
-_END = object()
-
-
-def _put(out: queue.Queue, stop: threading.Event, item) -> bool:
-  """Puts ``item`` unless ``stop`` is set first; polls so that a stop request is seen while blocked."""
-  while not stop.is_set():
-    try:
-      out.put(item, timeout=0.1)
-      return True
-    except queue.Full:
-      continue
-  return False
-
-
-def _produce(make_batch: Callable[[int], dict], step: int, end: int | None, out: queue.Queue,
-             stop: threading.Event) -> None:
-  # A module-level function holding no reference to the iterator, so that dropping the iterator
-  # (without close) lets __del__ stop this thread.
-  try:
-    while not stop.is_set() and (end is None or step < end):
-      if not _put(out, stop, make_batch(step)):
-        return
-      step += 1
-    _put(out, stop, _END)
-  except BaseException as error:  # pylint: disable=broad-except
-    # Handed to the consumer, which re-raises it in its own thread.
-    _put(out, stop, error)
-
-
-class BatchIterator:
-  """Iterator over consecutive steps' batches, optionally prefetched by a daemon thread.
-
-  Errors raised while making a batch are re-raised by ``next()`` in the consumer's thread.
-
-  Attributes:
-    next_step: the step of the batch that the next ``next()`` returns.
-  """
-
-  def __init__(self, make_batch: Callable[[int], dict], start_step: int, prefetch: int,
-               num_steps: int | None):
-    self._make_batch = make_batch
-    self.next_step = start_step
-    self._end = None if num_steps is None else start_step + int(num_steps)
-    self._queue: queue.Queue | None = None
-    self._thread: threading.Thread | None = None
-    self._stop = threading.Event()
-    if prefetch > 0:
-      self._queue = queue.Queue(maxsize=prefetch)
-      self._thread = threading.Thread(
-          target=_produce, args=(make_batch, start_step, self._end, self._queue, self._stop),
-          name="fusionjax-prefetch", daemon=True)
-      self._thread.start()
-
-  def __iter__(self) -> "BatchIterator":
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    if self._queue is None:
-      if self._end is not None and self.next_step >= self._end:
-        raise StopIteration
-      batch = self._make_batch(self.next_step)
-    else:
-      if self._stop.is_set():
-        raise StopIteration
-      batch = self._queue.get()
-      if batch is _END:
-        self._stop.set()
-        raise StopIteration
-      if isinstance(batch, BaseException):
-        self.close()
-        raise batch
-    self.next_step += 1
-    return batch
-
-  def close(self) -> None:
-    """Stops the prefetch thread (further ``next()`` calls raise StopIteration)."""
-    self._stop.set()
-    if self._thread is not None and self._thread.is_alive():
-      self._thread.join(timeout=10.0)
-
-  def __enter__(self) -> "BatchIterator":
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
-
-  def __del__(self):
-    self._stop.set()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -534,28 +319,3 @@ def make_training_source(task: str, data_config: Mapping | ml_collections.Config
     sets.append(_pair_set("RoadScene train", pairs, config, 1.0, with_reference=False, with_chroma=False))
   return TrainingSource(task, config, sets, process_index, process_count)
 
-
-def shard_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
-  """Reshapes every array's leading axis B to (num_devices, B // num_devices) for ``pmap``.
-
-  Args:
-    batch: dict of arrays with the same leading size B.
-    num_devices: local device count (``jax.local_device_count()``).
-
-  Returns:
-    Dict of reshaped arrays (views, no copy).
-
-  Raises:
-    ValueError: B is not divisible by ``num_devices`` or the leading sizes differ.
-  """
-  if not isinstance(num_devices, (int, np.integer)) or num_devices < 1:
-    raise ValueError(f"num_devices must be a positive integer, got {num_devices!r}.")
-  sizes = {key: np.shape(value)[0] if np.ndim(value) else None for key, value in batch.items()}
-  if len(set(sizes.values())) != 1 or None in sizes.values():
-    raise ValueError(f"All batch arrays need the same leading (batch) axis, got {sizes}.")
-  size = next(iter(sizes.values()))
-  if size % num_devices:
-    raise ValueError(f"Batch size {size} is not divisible by {num_devices} devices; set "
-                     f"config.data.batch_size to a multiple of {num_devices}.")
-  return {key: np.reshape(value, (num_devices, size // num_devices) + np.shape(value)[1:])
-          for key, value in batch.items()}

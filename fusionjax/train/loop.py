@@ -10,6 +10,11 @@ model as teacher. Each run writes to its workdir:
 - ``metrics.jsonl``: one JSON object per logged step.
 - ``samples_step_<N>.png``: sources | fused | reference for a few fixed training crops.
 
+A multi-process run (``docs/multihost.md``, :mod:`fusionjax.train.distributed`) writes the same
+files: every process takes part in each checkpoint, which Orbax writes once for the whole run, and
+process 0 alone writes ``metrics.jsonl``, the sample grids and the progress lines. Each process
+makes its own share of every global batch.
+
 Order of work. Everything that can fail on user input is checked before anything is written to the
 workdir, and before data loading and compilation:
 
@@ -19,6 +24,9 @@ workdir, and before data loading and compilation:
 3. the teacher: its checkpoint must exist and be of the previous task (MEIF needs an MFIF teacher,
    IVF an MEIF teacher);
 4. the training data (missing datasets fail here).
+
+The teacher is found and loaded by :mod:`fusionjax.train.teacher`; the networks and compiled
+functions come from :mod:`fusionjax.train.programs`.
 
 Where the initial state comes from, in this order: a checkpoint in the workdir (resume: same step,
 same data order, since a batch is a pure function of (seed, step)) > ``config.init_ckpt`` (parameters
@@ -35,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -51,16 +58,18 @@ import fusionjax
 from fusionjax import checkpoints
 from fusionjax import color
 from fusionjax import data as fj_data
-from fusionjax import models
+from fusionjax import tasks
+from fusionjax.train import distributed
 from fusionjax.train import logging as train_logging
 from fusionjax.train import parallel
 from fusionjax.train import state as train_state
-from fusionjax.train import steps as train_steps
+from fusionjax.train import teacher as teacher_lib
+# Re-exported: callers and tests reach these through the loop.
+from fusionjax.train.programs import Programs, build_programs, fixed_point_weight, jacobian_weight  # noqa: F401
+from fusionjax.train.teacher import Teacher, resolve_teacher, uses_teacher  # noqa: F401
 
 #: Environment variable read when ``config.data.data_dir`` is not set.
 DATA_DIR_ENV = "FUSIONJAX_DATA"
-#: The stage whose model teaches each stage (paper Fig. 4).
-TEACHER_TASK = {"meif": "mfif", "ivf": "meif"}
 # SSIM's 11x11 window (fusionjax.losses) needs crops at least this large.
 _MIN_PATCH = 11
 
@@ -90,47 +99,13 @@ def _input_checks():
     raise BadInputError(str(error)) from error
 
 
-def _config_variant(config: ml_collections.ConfigDict) -> str:
-  """``':smoke'`` or ``':cpu'`` when ``config`` is that variant of its stage, else ``''``.
-
-  Read from the default workdir, which the variants set to ``runs/<variant>/<task>``
-  (``configs/common.py``), so that a hint names the command of the same variant.
-  """
-  parts = Path(str(config.get("workdir_default") or "")).parts
-  return f":{parts[1]}" if len(parts) == 3 and parts[0] == "runs" and parts[2] == config.task else ""
-
-
-@dataclasses.dataclass
-class Teacher:
-  """A frozen previous-stage model.
-
-  Attributes:
-    path: absolute path of the teacher's stage workdir.
-    step: the checkpoint step used.
-    metadata: the teacher checkpoint's metadata (embedded into this stage's metadata).
-    model: the teacher's network, built from its own recorded model config.
-    params: its parameters (host arrays).
-  """
-
-  path: str
-  step: int
-  metadata: dict
-  model: Any = None
-  params: Any = None
-
-  @property
-  def record(self) -> dict:
-    """The ``teacher`` entry of this stage's checkpoint metadata."""
-    return {"path": self.path, "step": self.step, "task": self.metadata.get("task"), "metadata": self.metadata}
-
-
 def resolve_data_dir(config: ml_collections.ConfigDict) -> str:
   """``config.data.data_dir``, else ``$FUSIONJAX_DATA``; a ValueError naming both when neither is set."""
   data_dir = config.data.get("data_dir") or os.environ.get(DATA_DIR_ENV)
   if not data_dir:
     raise ValueError(
         f"No training data directory: pass --config.data.data_dir=DIR (the folder holding the datasets, "
-        f"see the data README) or set the environment variable {DATA_DIR_ENV}=DIR.")
+        f"laid out as in docs/DESIGN.md §5) or set the environment variable {DATA_DIR_ENV}=DIR.")
   path = Path(data_dir).expanduser()
   if not path.is_dir():
     raise FileNotFoundError(f"Training data directory {path} does not exist or is not a directory; "
@@ -138,16 +113,12 @@ def resolve_data_dir(config: ml_collections.ConfigDict) -> str:
   return str(path.absolute())
 
 
-def uses_teacher(config: ml_collections.ConfigDict) -> bool:
-  """Whether the stage trains with the gradient-transfer term (a teacher is needed)."""
-  return (config.task in TEACHER_TASK and bool(config.use_teacher)
-          and float(config.loss.lambda_gt) > 0.0)
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the fields the loop relies on; raises ValueError naming the flag to fix."""
-  if config.task not in train_steps.TASKS:
-    raise ValueError(f"config.task is {config.task!r}; use one of {train_steps.TASKS}.")
+  if config.task not in tasks.STAGES:
+    raise ValueError(f"config.task is {config.task!r}; use one of {tasks.STAGES}.")
+  if config.get("parallel", parallel.DEFAULT_MODE) not in parallel.MODES:
+    raise ValueError(f"--config.parallel={config.parallel!r}; use one of {', '.join(parallel.MODES)}.")
   for name in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(config[name]) <= 0:
       raise ValueError(f"--config.{name} must be positive, got {config[name]}.")
@@ -192,158 +163,6 @@ def _check_resumable(existing: dict, config: ml_collections.ConfigDict, workdir:
                      f"({existing.get('model')}); resume with the same --config.model.* or pass another --workdir.")
 
 
-def resolve_teacher(config: ml_collections.ConfigDict, existing: dict | None) -> Teacher | None:
-  """Finds and checks the teacher checkpoint (metadata only; parameters are loaded later).
-
-  A resumed run keeps the teacher recorded in its checkpoint, so all its steps see the same teacher.
-
-  Returns:
-    A :class:`Teacher` without model and parameters, or None when the stage trains without one.
-
-  Raises:
-    FileNotFoundError: no checkpoint at the teacher path.
-    ValueError: the teacher was trained for another task than the previous stage.
-  """
-  if not uses_teacher(config):
-    return None
-  needed = TEACHER_TASK[config.task]
-  recorded = (existing or {}).get("teacher")
-  if recorded:
-    path, step = recorded["path"], recorded["step"]
-    if config.teacher_ckpt and Path(config.teacher_ckpt).expanduser().absolute() != Path(path):
-      logging.warning("Resuming with the teacher recorded in the checkpoint (%s, step %d), not "
-                      "--config.teacher_ckpt=%s.", path, step, config.teacher_ckpt)
-  else:
-    if not config.teacher_ckpt:
-      raise ValueError(f"Stage {config.task!r} needs a {needed!r} teacher: pass --config.teacher_ckpt=DIR "
-                       f"(the --workdir of the {needed} run), or train without it with --config.use_teacher=False.")
-    path, step = str(Path(config.teacher_ckpt).expanduser().absolute()), config.get("teacher_step")
-  try:
-    metadata = checkpoints.read_metadata(path, step)
-  except FileNotFoundError as error:
-    found = ("no checkpoints/<step>/ there" if not checkpoints.checkpoint_dir(path).is_dir()
-             else str(error).rstrip("."))
-    raise FileNotFoundError(
-        f"Teacher checkpoint for stage {config.task!r} not found at {path} ({found}). Train the {needed} stage "
-        f"first (python train.py --config=configs/{needed}.py{_config_variant(config)} --workdir={path}) or "
-        f"point --config.teacher_ckpt at its workdir.") from error
-  if metadata.get("task") != needed:
-    raise ValueError(f"Teacher checkpoint {path} was trained for {metadata.get('task')!r}, but stage "
-                     f"{config.task!r} needs a {needed!r} teacher (MFIF -> MEIF -> IVF). Point "
-                     f"--config.teacher_ckpt at the {needed} workdir.")
-  return Teacher(path=str(path), step=int(metadata["step"]), metadata=metadata)
-
-
-def _load_teacher(teacher: Teacher) -> Teacher:
-  loaded = checkpoints.load_fusion_model(teacher.path, expected_task=teacher.metadata["task"], step=teacher.step)
-  return dataclasses.replace(teacher, model=loaded.model, params=loaded.params)
-
-
-@dataclasses.dataclass(frozen=True)
-class Programs:
-  """The networks, optimisers and compiled functions of one stage configuration.
-
-  Attributes:
-    model: the student network.
-    colornet: ColorNet (MEIF) or None.
-    optimizer: the student's optimiser; ``colornet_optimizer`` ColorNet's (or None).
-    schedule: the learning-rate schedule.
-    init: jitted ``rng -> train state``.
-    step: the device-parallel train step (``DataParallel.compile_step``).
-    fuse: jitted ``(params, y1, y2) -> fused``; ``color``: jitted ColorNet apply (or None).
-    data_parallel: the :class:`parallel.DataParallel` the step runs on.
-  """
-
-  model: Any
-  colornet: Any
-  optimizer: Any
-  colornet_optimizer: Any
-  schedule: Any
-  init: Any
-  step: Any
-  fuse: Any
-  color: Any
-  data_parallel: parallel.DataParallel
-
-
-@functools.lru_cache(maxsize=4)
-def _programs(spec_json: str, num_devices: int | None) -> Programs:
-  # Cached on the stage's specification, so that calling train_and_evaluate again with the same
-  # networks and optimiser (resuming in a notebook, tests) reuses the compiled functions.
-  spec = json.loads(spec_json)
-  task, num_steps, patch = spec["task"], spec["num_steps"], spec["patch_size"]
-  optimizer_config = ml_collections.ConfigDict(spec["optimizer"])
-  model = models.create_model(spec["model"])
-  colornet = models.ColorNet(**spec["colornet"]) if spec["colornet"] is not None else None
-  optimizer = train_state.make_optimizer(optimizer_config, num_steps)
-  colornet_optimizer = train_state.make_optimizer(optimizer_config, num_steps) if colornet else None
-  schedule = train_state.learning_rate_schedule(optimizer_config, num_steps)
-  teacher_model = models.create_model(spec["teacher_model"]) if spec["teacher_model"] is not None else None
-  init = jax.jit(lambda rng: train_state.init_train_state(
-      rng, model=model, optimizer=optimizer, patch_size=patch, colornet=colornet,
-      colornet_optimizer=colornet_optimizer))
-  step_fn = train_steps.make_train_step(
-      task, model, optimizer, train_steps.LossWeights(**spec["weights"]), learning_rate=schedule,
-      teacher_model=teacher_model, colornet=colornet, colornet_optimizer=colornet_optimizer,
-      axis_name=parallel.AXIS_NAME)
-  dp = parallel.DataParallel(num_devices)
-  fuse = jax.jit(lambda params, y1, y2: model.apply({"params": params}, y1, y2))
-  color_fn = jax.jit(lambda params, c1, c2, y: colornet.apply({"params": params}, c1, c2, y)) if colornet else None
-  return Programs(model=model, colornet=colornet, optimizer=optimizer, colornet_optimizer=colornet_optimizer,
-                  schedule=schedule, init=init, step=dp.compile_step(step_fn), fuse=fuse, color=color_fn,
-                  data_parallel=dp)
-
-
-def build_programs(config: ml_collections.ConfigDict, teacher: Teacher | None) -> Programs:
-  """The networks and compiled functions of a stage (cached per configuration in this process).
-
-  Args:
-    config: the stage config.
-    teacher: the resolved teacher (its recorded model config builds the teacher network), or None.
-
-  Returns:
-    A :class:`Programs`.
-  """
-  colornet_kwargs = None
-  if config.task == "meif" and config.get("train_colornet", False):
-    colornet_kwargs = _as_json(config.colornet.to_dict())
-  spec = {
-      "task": config.task,
-      "model": _as_json(config.model.to_dict()),
-      "colornet": colornet_kwargs,
-      "optimizer": _as_json(config.optimizer.to_dict()),
-      "num_steps": int(config.num_steps),
-      "patch_size": int(config.data.patch_size),
-      "weights": {"gradient_transfer": float(config.loss.lambda_gt) if teacher is not None else 0.0,
-                  "texture": float(config.loss.beta1), "structure": float(config.loss.beta2),
-                  "fixed_point": fixed_point_weight(config), "jacobian": jacobian_weight(config)},
-      "teacher_model": teacher.metadata["model"] if teacher is not None else None,
-  }
-  return _programs(json.dumps(spec, sort_keys=True), config.get("num_devices"))
-
-
-def fixed_point_weight(config) -> float:
-  """γ of EFRUFN's fixed-point residual term (``config.loss.fixed_point``); 0 for FRUFN, which has no
-  fixed point."""
-  if str(config.model.get("name", "efrufn")).lower() != "efrufn":
-    return 0.0
-  return float(config.loss.get("fixed_point", 0.0))
-
-
-def jacobian_weight(config) -> float:
-  """γ_J of EFRUFN's Jacobian penalty (``config.loss.jacobian``, 0 when absent).
-
-  Raises:
-    ValueError: for γ_J > 0 with a network other than EFRUFN (FRUFN has no fixed-point map).
-  """
-  weight = float(config.loss.get("jacobian", 0.0))
-  name = str(config.model.get("name", "efrufn")).lower()
-  if weight > 0 and name != "efrufn":
-    raise ValueError(f"config.loss.jacobian={weight} needs EFRUFN (the Jacobian penalty is taken at its "
-                     f"fixed point); model {name!r} has none. Set --config.loss.jacobian=0.")
-  return weight
-
-
 def _init_from_checkpoint(path: str, template: dict) -> dict:
   """Parameters of another stage's checkpoint as the starting point (``config.init_ckpt``)."""
   loaded = checkpoints.load_fusion_model(path)
@@ -374,7 +193,7 @@ def _sample_columns(programs: Programs, host_state: dict, batch: dict) -> tuple[
   return columns, fused
 
 
-def _evaluate(names, fused, batch) -> dict[str, float]:
+def _sample_metrics(names, fused, batch) -> dict[str, float]:
   """Fusion metrics of the sample fusions (uint8 levels), averaged; metrics undefined on them are left out."""
   if not names:
     return {}
@@ -408,163 +227,208 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     FloatingPointError: the loss or the gradients became non-finite (the message names the step).
   """
   start_time = time.perf_counter()
-  if config.get("distributed", False):
-    # Multi-host: every host runs this same program; the coordinator address and process ids come
-    # from the cluster environment (Cloud TPU, SLURM, Kubernetes) that jax.distributed detects.
-    jax.distributed.initialize()
+  with _input_checks():
+    # Multi-process: every process runs this same program (see docs/multihost.md); before anything
+    # else touches JAX's devices.
+    distributed.initialize(config)
   config = ml_collections.ConfigDict(config.to_dict())  # Local copy: the caller's config is not touched.
   with _input_checks():
-    validate_config(config)
-    task = config.task
-    workdir = Path(workdir if workdir is not None else config.workdir_default).expanduser().absolute()
-    config.data.data_dir = resolve_data_dir(config)
+    inputs = _check_inputs(config, workdir)
+  run = _Run(config, inputs)
+  fused = run.train()
+  result = {"step": float(run.num_steps), **run.last_logged, "steps_per_sec": run.steps_per_sec(),
+            "wall_time_s": time.perf_counter() - start_time}
+  result.update(_sample_metrics(list(config.get("eval_metrics", ())), fused, run.sample_batch))
+  return result
 
-    existing = _existing_metadata(workdir)
-    if existing is not None:
-      _check_resumable(existing, config, workdir)
-    teacher = resolve_teacher(config, existing)
-    dp = parallel.DataParallel(config.get("num_devices"))
-    dp.check_batch_size(int(config.data.batch_size))
-    source = fj_data.make_training_source(task, config.data, process_index=jax.process_index(),
-                                         process_count=jax.process_count())
 
-    # Inputs are valid: build, then write.
-    if teacher is not None:
-      teacher = _load_teacher(teacher)
-  programs = build_programs(config, teacher)
-  dp = programs.data_parallel
-  colornet_kwargs = _as_json(config.colornet.to_dict()) if programs.colornet is not None else None
-  num_steps = int(config.num_steps)
-  rng = jax.random.PRNGKey(int(config.seed))
+@dataclasses.dataclass
+class _Inputs:
+  """What :func:`_check_inputs` found valid: the workdir, its checkpoint's metadata, the teacher, the data."""
 
-  init_record = None
-  # A fresh state is also the template that restores optimiser states as their own types.
-  host_state = jax.device_get(programs.init(rng))
-  if existing is None and config.get("init_ckpt"):
+  workdir: Path
+  existing: dict | None
+  teacher: Teacher | None
+  source: Any
+
+
+def _check_inputs(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None) -> _Inputs:
+  """Steps 1-4 of the module docstring, before anything is written; loads the teacher last."""
+  validate_config(config)
+  workdir = Path(workdir if workdir is not None else config.workdir_default).expanduser().absolute()
+  config.data.data_dir = resolve_data_dir(config)
+  existing = _existing_metadata(workdir)
+  if existing is not None:
+    _check_resumable(existing, config, workdir)
+  teacher = resolve_teacher(config, existing)
+  dp = parallel.make_data_parallel(config.get("parallel", parallel.DEFAULT_MODE), config.get("num_devices"))
+  dp.check_batch_size(int(config.data.batch_size))
+  source = fj_data.make_training_source(config.task, config.data, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+  # Inputs are valid: build, then write.
+  if teacher is not None:
+    teacher = teacher_lib.load_teacher(teacher)
+  return _Inputs(workdir=workdir, existing=existing, teacher=teacher, source=source)
+
+
+class _Run:
+  """One call of :func:`train_and_evaluate` from its checked inputs: the state, the loop and its records.
+
+  Only process 0 writes ``metrics.jsonl``, sample grids and log lines; every process takes part in
+  each checkpoint, which Orbax writes once for the whole run.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, inputs: _Inputs):
+    self.config, self.task, self.workdir, self.source = config, config.task, inputs.workdir, inputs.source
+    self.is_main = jax.process_index() == 0
+    self.programs = build_programs(config, inputs.teacher)
+    self.dp = self.programs.data_parallel
+    self.num_steps = int(config.num_steps)
+    host_state, init_record = self._initial_state(inputs.existing)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.checkpointer = checkpoints.StageCheckpointer(self.workdir, max_to_keep=int(config.keep_checkpoints))
+    if self.checkpointer.latest_step() is not None:
+      with _input_checks():  # A damaged checkpoint in the workdir: the message says what to do.
+        host_state, _ = self.checkpointer.restore(state_template=host_state)
+      self._log("[%s] resuming from %s at step %d", self.task, self.workdir, int(host_state["step"]))
+    self.start_step = int(host_state["step"])
+    self.metadata = self._metadata(inputs, init_record)
+    teacher = inputs.teacher
+    self._log("[%s] %s, %d parameters%s; %d device(s) (%s, %d process(es)); teacher: %s", self.task,
+              config.model.name, train_state.count_params(host_state["params"]),
+              f" + ColorNet {train_state.count_params(host_state['colornet_params'])}"
+              if self.programs.colornet is not None else "",
+              self.dp.num_global_devices, self.dp.mode, jax.process_count(),
+              f"{teacher.path} (step {teacher.step}, {teacher.metadata['task']})" if teacher else "none")
+
+    self.frozen = (self.dp.replicate(teacher.params),) if teacher is not None else ()
+    # The first crops of step 0's global batch: the same in every process and for any process count.
+    self.sample_batch = self.source.examples(0, range(min(int(config.num_samples), self.source.global_batch_size)))
+    self.writer = train_logging.MetricsWriter(self.workdir, resume_step=self.start_step) if self.is_main else None
+    self.progress = train_logging.Progress(self.task, self.start_step, self.num_steps)
+    self.state = self.dp.replicate(host_state)
+    self.pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
+    self.interval: list[dict] = []  # checked host metrics since the last log line
+    self.last_logged: dict[str, float] = {}
+    self.last_saved = self.start_step
+    self.completed = self.start_step  # steps whose update is in self.state
+    self.rates: list[float] = []
+
+  def _log(self, *args) -> None:
+    if self.is_main:
+      logging.info(*args)
+
+  def _initial_state(self, existing: dict | None) -> tuple[dict, dict | None]:
+    """A fresh state (also the template that restores optimiser states as their own types), with the
+    parameters of ``config.init_ckpt`` when starting from it; and the ``init`` metadata record."""
+    config = self.config
+    host_state = jax.device_get(self.programs.init(jax.random.PRNGKey(int(config.seed))))
+    if existing is not None or not config.get("init_ckpt"):
+      return host_state, None
     with _input_checks():  # Before the workdir is created: a bad init_ckpt leaves nothing behind.
       host_state.update(_init_from_checkpoint(config.init_ckpt, host_state))
       init_meta = checkpoints.read_metadata(config.init_ckpt)
-    init_record = {"path": str(Path(config.init_ckpt).expanduser().absolute()), "step": init_meta["step"],
-                   "task": init_meta["task"]}
-    logging.info("[%s] parameters initialised from %s (step %d)", task, config.init_ckpt, init_meta["step"])
+    self._log("[%s] parameters initialised from %s (step %d)", self.task, config.init_ckpt, init_meta["step"])
+    return host_state, {"path": str(Path(config.init_ckpt).expanduser().absolute()), "step": init_meta["step"],
+                        "task": init_meta["task"]}
 
-  workdir.mkdir(parents=True, exist_ok=True)
-  checkpointer = checkpoints.StageCheckpointer(workdir, max_to_keep=int(config.keep_checkpoints))
-  if checkpointer.latest_step() is not None:
-    with _input_checks():  # A damaged checkpoint in the workdir: the message says what to do.
-      host_state, _ = checkpointer.restore(state_template=host_state)
-    logging.info("[%s] resuming from %s at step %d", task, workdir, int(host_state["step"]))
-  start_step = int(host_state["step"])
+  def _metadata(self, inputs: _Inputs, init_record: dict | None) -> dict:
+    config, teacher = self.config, inputs.teacher
+    return {
+        "format": checkpoints.FORMAT,
+        "task": self.task,
+        "model": _as_json(config.model.to_dict()),
+        "colornet": _as_json(config.colornet.to_dict()) if self.programs.colornet is not None else None,
+        "config": _config_dict(config),
+        "teacher": teacher.record if teacher is not None else None,
+        "init": init_record if inputs.existing is None else inputs.existing.get("init"),
+        "workdir": str(self.workdir),
+        "fusionjax_version": fusionjax.__version__,
+    }
 
-  metadata = {
-      "format": checkpoints.FORMAT,
-      "task": task,
-      "model": _as_json(config.model.to_dict()),
-      "colornet": colornet_kwargs,
-      "config": _config_dict(config),
-      "teacher": teacher.record if teacher is not None else None,
-      "init": init_record if existing is None else (existing or {}).get("init"),
-      "workdir": str(workdir),
-      "fusionjax_version": fusionjax.__version__,
-  }
-  logging.info("[%s] %s, %d parameters%s; %d device(s); teacher: %s", task, config.model.name,
-               train_state.count_params(host_state["params"]),
-               f" + ColorNet {train_state.count_params(host_state['colornet_params'])}" if colornet_kwargs else "",
-               dp.num_global_devices,
-               f"{teacher.path} (step {teacher.step}, {teacher.metadata['task']})" if teacher else "none")
-
-  p_step = programs.step
-  frozen = (dp.replicate(teacher.params),) if teacher is not None else ()
-
-  sample_batch = {k: v[:int(config.num_samples)] for k, v in source.batch(0).items()}
-  writer = train_logging.MetricsWriter(workdir, resume_step=start_step)
-  progress = train_logging.Progress(task, start_step, num_steps)
-  rep_state = dp.replicate(host_state)
-  pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
-  interval: list[dict] = []  # checked host metrics since the last log line
-  last_logged: dict[str, float] = {}
-  last_saved = start_step
-  rates = []
-
-  def check_pending():
+  def _check_pending(self) -> None:
     """Moves device metrics to the host; fails at the first step whose loss or gradients are not finite."""
-    host = jax.device_get([m for _, m in pending])
-    for (step, _), values in zip(pending, host):
+    host = self.dp.unreplicate([m for _, m in self.pending])
+    for (step, _), values in zip(self.pending, host):
       values = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in values.items()}
       if values["all_finite"] < 1.0:
         raise FloatingPointError(
-            f"[{task}] non-finite loss or gradients at step {step} (loss={values['loss']}, "
-            f"grad_norm={values['grad_norm']}). The last checkpoint (step {last_saved}) in {workdir} is "
+            f"[{self.task}] non-finite loss or gradients at step {step} (loss={values['loss']}, "
+            f"grad_norm={values['grad_norm']}). The last checkpoint (step {self.last_saved}) in {self.workdir} is "
             "untouched; lower --config.optimizer.learning_rate or --config.optimizer.grad_clip_norm and resume.")
-      interval.append(values)
-    pending.clear()
+      self.interval.append(values)
+    self.pending.clear()
 
-  def save(step):
-    nonlocal last_saved
-    check_pending()
-    checkpointer.save(step, dp.unreplicate(rep_state), metadata, force=True)
-    last_saved = step
+  def _save(self, step: int) -> None:
+    self._check_pending()
+    self.checkpointer.save(step, self.dp.unreplicate(self.state), self.metadata, force=True)
+    self.last_saved = step
 
-  def write_samples(step):
-    columns, fused = _sample_columns(programs, dp.unreplicate(rep_state), sample_batch)
-    train_logging.write_sample_grid(workdir, step, columns)
+  def _write_samples(self, step: int) -> np.ndarray:
+    columns, fused = _sample_columns(self.programs, self.dp.unreplicate(self.state), self.sample_batch)
+    if self.is_main:
+      train_logging.write_sample_grid(self.workdir, step, columns)
     return fused
 
-  completed = start_step  # steps whose update is in rep_state
-  batches = source.iterate(start_step, int(config.prefetch), num_steps=num_steps - start_step)
-  finished = False
-  try:
-    if start_step < num_steps:
-      for step in range(start_step + 1, num_steps + 1):
-        batch = dp.shard(next(batches))
-        rep_state, step_metrics = p_step(rep_state, batch, *frozen)
-        completed = step
-        pending.append((step, step_metrics))
-        if step % int(config.log_every) == 0 or step == num_steps:
-          check_pending()
-          last_logged = {k: float(np.mean([m[k] for m in interval])) for k in interval[-1]}
-          interval.clear()
-          rate = progress.update(step)
-          if rate and step - start_step > int(config.log_every):
-            rates.append(rate)  # The first interval includes compilation.
-          eta = progress.eta_seconds(step)
-          writer.write(step, {**last_logged, "steps_per_sec": rate or 0.0,
-                              "eta_s": eta if eta is not None else float("nan")})
-          logging.info("%s", progress.line(step, last_logged))
-        if step % int(config.checkpoint_every) == 0 and step != num_steps:
-          save(step)
-        if int(config.sample_every) and step % int(config.sample_every) == 0 and step != num_steps:
-          check_pending()
-          write_samples(step)
-    if last_saved != num_steps:
-      save(num_steps)
-    fused = write_samples(num_steps)
-    finished = True
-  except KeyboardInterrupt:
-    # Keep the work done so far: a checkpoint at the last completed step, then stop.
-    if completed > last_saved:
-      logging.warning("[%s] interrupted at step %d; saving a checkpoint to resume from.", task, completed)
-      save(completed)
-    raise
-  except OSError as error:
-    if isinstance(error, checkpoints.DiskFullError) or not checkpoints.is_disk_full(error):
-      raise
-    # metrics.jsonl or a sample grid found no space. A checkpoint being written then most likely found
-    # none either: report that one (it also removes the partial step folder), else the file.
-    checkpointer.wait_until_finished()
-    what = Path(error.filename).name if error.filename else "metrics.jsonl or a sample grid"
-    raise checkpointer.disk_full_error(what) from error
-  finally:
-    batches.close()
-    source.close()
-    if finished:
-      checkpointer.close()
-    else:
-      with contextlib.suppress(Exception):  # The error being raised is the one to report.
-        checkpointer.close()
+  def _log_interval(self, step: int) -> None:
+    """The progress line and ``metrics.jsonl`` record of the steps since the last one."""
+    self._check_pending()
+    self.last_logged = {k: float(np.mean([m[k] for m in self.interval])) for k in self.interval[-1]}
+    self.interval.clear()
+    rate = self.progress.update(step)
+    if rate and step - self.start_step > int(self.config.log_every):
+      self.rates.append(rate)  # The first interval includes compilation.
+    eta = self.progress.eta_seconds(step)
+    if self.writer is not None:
+      self.writer.write(step, {**self.last_logged, "steps_per_sec": rate or 0.0,
+                               "eta_s": eta if eta is not None else float("nan")})
+    self._log("%s", self.progress.line(step, self.last_logged))
 
-  result = {"step": float(num_steps), **last_logged,
-            "steps_per_sec": float(np.mean(rates)) if rates else float(progress.steps_per_sec or 0.0),
-            "wall_time_s": time.perf_counter() - start_time}
-  result.update(_evaluate(list(config.get("eval_metrics", ())), fused, sample_batch))
-  return result
+  def steps_per_sec(self) -> float:
+    """Over the steps run by this call, compilation excluded when more than one interval was logged."""
+    return float(np.mean(self.rates)) if self.rates else float(self.progress.steps_per_sec or 0.0)
+
+  def train(self) -> np.ndarray:
+    """Runs the steps left, saves, writes the final samples; returns their fusions."""
+    config, num_steps = self.config, self.num_steps
+    batches = self.source.iterate(self.start_step, int(config.prefetch), num_steps=num_steps - self.start_step)
+    finished = False
+    try:
+      for step in range(self.start_step + 1, num_steps + 1):
+        self.state, step_metrics = self.programs.step(self.state, self.dp.shard(next(batches)), *self.frozen)
+        self.completed = step
+        self.pending.append((step, step_metrics))
+        if step % int(config.log_every) == 0 or step == num_steps:
+          self._log_interval(step)
+        if step % int(config.checkpoint_every) == 0 and step != num_steps:
+          self._save(step)
+        if int(config.sample_every) and step % int(config.sample_every) == 0 and step != num_steps:
+          self._check_pending()
+          self._write_samples(step)
+      if self.last_saved != num_steps:
+        self._save(num_steps)
+      fused = self._write_samples(num_steps)
+      finished = True
+    except KeyboardInterrupt:
+      # Keep the work done so far: a checkpoint at the last completed step, then stop.
+      if self.completed > self.last_saved:
+        logging.warning("[%s] interrupted at step %d; saving a checkpoint to resume from.", self.task, self.completed)
+        self._save(self.completed)
+      raise
+    except OSError as error:
+      if isinstance(error, checkpoints.DiskFullError) or not checkpoints.is_disk_full(error):
+        raise
+      # metrics.jsonl or a sample grid found no space. A checkpoint being written then most likely found
+      # none either: report that one (it also removes the partial step folder), else the file.
+      self.checkpointer.wait_until_finished()
+      what = Path(error.filename).name if error.filename else "metrics.jsonl or a sample grid"
+      raise self.checkpointer.disk_full_error(what) from error
+    finally:
+      batches.close()
+      self.source.close()
+      if finished:
+        self.checkpointer.close()
+      else:
+        with contextlib.suppress(Exception):  # The error being raised is the one to report.
+          self.checkpointer.close()
+    return fused

@@ -33,10 +33,9 @@ import jax.numpy as jnp
 import optax
 
 from fusionjax import losses
+from fusionjax import tasks
 from fusionjax.models import unfolding
 from fusionjax.train.parallel import AXIS_NAME
-
-TASKS = ("mfif", "meif", "ivf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,14 +74,14 @@ def fusion_loss(task: str, fused: jax.Array, batch: Mapping[str, jax.Array], wei
   Returns:
     ``(total, terms)``; ``terms`` holds every unweighted term by name.
   """
-  if task in ("mfif", "meif"):
+  if task in tasks.SUPERVISED_STAGES:
     terms = {"ssim_loss": losses.ssim_loss(fused, batch["reference"])}
     total = terms["ssim_loss"]
   elif task == "ivf":
     total, terms = losses.ivf_reconstruction_loss(
         fused, batch["y1"], batch["y2"], beta1=weights.texture, beta2=weights.structure)
   else:
-    raise ValueError(f"Unknown task {task!r}; use one of {TASKS}.")
+    raise ValueError(f"Unknown task {task!r}; use one of {tasks.STAGES}.")
   if teacher_fused is not None:
     terms["gradient_transfer"] = losses.gradient_transfer_loss(fused, teacher_fused)
     total = total + weights.gradient_transfer * terms["gradient_transfer"]
@@ -147,8 +146,8 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
     ``step(state, batch, teacher_params) -> (state, metrics)`` with one. ``metrics`` is a dict of
     float32 scalars, including ``all_finite`` (1.0 when the loss and every gradient are finite).
   """
-  if task not in TASKS:
-    raise ValueError(f"Unknown task {task!r}; use one of {TASKS}.")
+  if task not in tasks.STAGES:
+    raise ValueError(f"Unknown task {task!r}; use one of {tasks.STAGES}.")
   if task == "mfif" and teacher_model is not None:
     raise ValueError("Stage 1 (mfif) has no teacher: it is trained with the SSIM loss alone.")
   if (teacher_model is not None) != (weights.gradient_transfer > 0):
