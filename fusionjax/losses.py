@@ -27,8 +27,10 @@ from __future__ import annotations
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_SOBEL_X = jnp.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=jnp.float32)
+# A numpy constant: importing this module must not start JAX (jax.distributed.initialize comes first).
+_SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=np.float32)
 _SSIM_WINDOW = 11
 
 

@@ -229,7 +229,7 @@ def test_config_errors_name_the_field(data_root):
     make_training_source("mfif", config)
   with pytest.raises(ValueError, match=r"Unknown data config field config\.data\.bach_size"):
     make_training_source("mfif", {"data_dir": str(data_root), "bach_size": 3})
-  with pytest.raises(ValueError, match=r"config\.data\.patch_size must be an integer >= 8"):
+  with pytest.raises(ValueError, match=r"config\.data\.patch_size must be an integer >= 11"):
     make_training_source("mfif", {"data_dir": str(data_root), "patch_size": 4})
   with pytest.raises(ValueError, match=r"config\.data\.multi_focus\.sigmas"):
     make_training_source("mfif", {"data_dir": str(data_root), "multi_focus": {"sigmas": (1, 2)}})

@@ -104,6 +104,17 @@ def _merge(defaults: dict, overrides: Mapping, prefix: str) -> dict:
   return merged
 
 
+#: The smallest crop: every stage's loss takes SSIM with an 11 x 11 window (fusionjax.losses).
+MIN_PATCH_SIZE = 11
+
+
+def check_patch_size(value) -> None:
+  """Raises ValueError unless ``value`` is an integer crop size the losses can use."""
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < MIN_PATCH_SIZE:
+    raise ValueError(f"config.data.patch_size must be an integer >= {MIN_PATCH_SIZE} (the SSIM window of "
+                     f"the losses), got {value!r}; set --config.data.patch_size larger.")
+
+
 def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigDict | None) -> dict:
   """Completes ``data_config`` with :func:`default_data_config` and checks every field.
 
@@ -136,7 +147,7 @@ def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigD
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
   require(is_int(config["batch_size"]) and config["batch_size"] > 0, "batch_size", "a positive integer")
-  require(is_int(config["patch_size"]) and config["patch_size"] >= 8, "patch_size", "an integer >= 8")
+  check_patch_size(config["patch_size"])
   require(is_int(config["seed"]) and config["seed"] >= 0, "seed", "a non-negative integer")
   require(config["max_images"] is None or (is_int(config["max_images"]) and config["max_images"] > 0),
           "max_images", "None or a positive integer")

@@ -59,6 +59,7 @@ from fusionjax import checkpoints
 from fusionjax import color
 from fusionjax import data as fj_data
 from fusionjax import tasks
+from fusionjax.data import config as data_config
 from fusionjax.train import distributed
 from fusionjax.train import logging as train_logging
 from fusionjax.train import parallel
@@ -70,8 +71,6 @@ from fusionjax.train.teacher import Teacher, resolve_teacher, uses_teacher  # no
 
 #: Environment variable read when ``config.data.data_dir`` is not set.
 DATA_DIR_ENV = "FUSIONJAX_DATA"
-# SSIM's 11x11 window (fusionjax.losses) needs crops at least this large.
-_MIN_PATCH = 11
 
 
 class InputError(Exception):
@@ -124,9 +123,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"--config.{name} must be positive, got {config[name]}.")
   if int(config.sample_every) < 0:
     raise ValueError(f"--config.sample_every must be >= 0 (0: only at the end), got {config.sample_every}.")
-  if int(config.data.patch_size) < _MIN_PATCH:
-    raise ValueError(f"--config.data.patch_size={config.data.patch_size} is below {_MIN_PATCH}, "
-                     "the SSIM window of the losses; use larger crops.")
+  data_config.check_patch_size(config.data.patch_size)
   if int(config.data.batch_size) <= 0:
     raise ValueError(f"--config.data.batch_size must be positive, got {config.data.batch_size}.")
   loss = config.loss
