@@ -40,13 +40,23 @@ from fusionjax import runtime
 from fusionjax.train import distributed
 from fusionjax.train import logging as train_logging
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config file, e.g. configs/mfif.py (or "
-                                          "configs/mfif.py:smoke); fields are overridden with --config.<field>=...",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics.jsonl and sample grids go "
-                               "(default: the config's workdir_default).")
-_PRINT_CONFIG = flags.DEFINE_boolean("print_config", False, "Print the resolved config (every field, with the "
-                                     "--config.<field> overrides applied) and exit.")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "Stage config file, e.g. configs/mfif.py (or "
+  "configs/mfif.py:smoke); fields are overridden with --config.<field>=...",
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir",
+  None,
+  "Where checkpoints, metrics.jsonl and sample grids go (default: the config's workdir_default).",
+)
+_PRINT_CONFIG = flags.DEFINE_boolean(
+  "print_config",
+  False,
+  "Print the resolved config (every field, with the --config.<field> overrides applied) and exit.",
+)
 flags.mark_flags_as_required(["config"])
 
 #: Environment variable that shows the traceback of the errors reported in one line.
@@ -58,7 +68,9 @@ _RUN_FAILED = 1
 def _fail(error: BaseException, code: int) -> None:
   if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
     raise error
-  message = error.strerror if isinstance(error, checkpoints.DiskFullError) else error  # No "[Errno 28]".
+  message = (
+    error.strerror if isinstance(error, checkpoints.DiskFullError) else error
+  )  # No "[Errno 28]".
   print(f"train.py: error: {message}", file=sys.stderr)
   sys.exit(code)
 
@@ -66,15 +78,21 @@ def _fail(error: BaseException, code: int) -> None:
 def main(argv):
   """Trains the stage of ``--config`` in ``--workdir`` (resuming if it holds a checkpoint)."""
   if len(argv) > 1:
-    print(f"train.py: error: unexpected arguments: {' '.join(argv[1:])}. Config fields are set with "
-          "--config.<field>=value.", file=sys.stderr)
+    print(
+      f"train.py: error: unexpected arguments: {' '.join(argv[1:])}. Config fields are set with "
+      "--config.<field>=value.",
+      file=sys.stderr,
+    )
     sys.exit(cli.USAGE_ERROR)
   config = _CONFIG.value
   try:
     config.task  # ml_collections reports a config file it could not load only when the config is used.
   except OSError as error:
-    print(f"train.py: error: cannot load the config file ({str(error).splitlines()[-1].strip()}). Pass "
-          "--config=configs/<stage>.py with stage mfif, meif or ivf, run from the repository root.", file=sys.stderr)
+    print(
+      f"train.py: error: cannot load the config file ({str(error).splitlines()[-1].strip()}). Pass "
+      "--config=configs/<stage>.py with stage mfif, meif or ivf, run from the repository root.",
+      file=sys.stderr,
+    )
     sys.exit(cli.USAGE_ERROR)
   if _PRINT_CONFIG.value:
     print(config)
@@ -101,8 +119,12 @@ def main(argv):
     if error.errno not in (errno.ENOSPC, errno.EDQUOT):
       raise
     _fail(error, _RUN_FAILED)
-  logging.info("Finished %s in %s: %s", config.task, workdir,
-               ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
+  logging.info(
+    "Finished %s in %s: %s",
+    config.task,
+    workdir,
+    ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())),
+  )
 
 
 if __name__ == "__main__":

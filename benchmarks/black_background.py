@@ -38,27 +38,36 @@ def background_levels(sources, fused) -> np.ndarray | None:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-  parser.add_argument("--data_dir", default=None, help="data root with harvard/ (default: the shipped samples)")
-  parser.add_argument("--ckpt", default="shipped", help="stage workdir, or 'shipped' (the MEIF stage)")
+  parser.add_argument(
+    "--data_dir", default=None, help="data root with harvard/ (default: the shipped samples)"
+  )
+  parser.add_argument(
+    "--ckpt", default="shipped", help="stage workdir, or 'shipped' (the MEIF stage)"
+  )
   parser.add_argument("--max_pairs", type=int, default=None, help="at most this many pairs per set")
   args = parser.parse_args(argv)
   data_dir = args.data_dir or sample_pairs.samples_dir()
   model = stages.load_model(None if args.ckpt == "shipped" else args.ckpt, task="mif")
-  print("| set | pair | background px | fused mean | fused p99 | fused max |\n|---|---|---:|---:|---:|---:|")
+  print(
+    "| set | pair | background px | fused mean | fused p99 | fused max |\n|---|---|---:|---:|---:|---:|"
+  )
   for dataset in ("harvard_mri_ct", "harvard_mri_spect"):
     try:
       pairs = readers.list_pairs(dataset, data_dir)
     except (FileNotFoundError, ValueError) as error:
       print(f"error: {error}", file=sys.stderr)
       return 2
-    for pair in pairs[:args.max_pairs]:
+    for pair in pairs[: args.max_pairs]:
       sources = [imageio.load_image(path) for path in pair.sources]
       levels = background_levels(sources, inference.fuse_images(model, sources))
       if levels is None:
         print(f"| {dataset} | {pair.name} | 0 | – | – | – |")
         continue
-      print(f"| {dataset} | {pair.name} | {levels.size} | {levels.mean():.1f} | {np.percentile(levels, 99):.1f} "
-            f"| {levels.max():.1f} |", flush=True)
+      print(
+        f"| {dataset} | {pair.name} | {levels.size} | {levels.mean():.1f} | {np.percentile(levels, 99):.1f} "
+        f"| {levels.max():.1f} |",
+        flush=True,
+      )
   return 0
 
 

@@ -29,7 +29,11 @@ from fusionjax import color, imageio, models, runtime, stages, weights  # noqa: 
 from fusionjax.data import sample_pairs  # noqa: E402
 from fusionjax.models import stats as solver_stats  # noqa: E402
 
-PAIRS = {"ivf": ("tno",), "mfif": ("lytro",), "meif": ("mefb", "harvard_mri_ct", "harvard_mri_spect")}
+PAIRS = {
+  "ivf": ("tno",),
+  "mfif": ("lytro",),
+  "meif": ("mefb", "harvard_mri_ct", "harvard_mri_spect"),
+}
 
 
 def _solve(model_config: dict, params, y1, y2, max_iter: int, tol: float):
@@ -41,11 +45,17 @@ def _solve(model_config: dict, params, y1, y2, max_iter: int, tol: float):
     return fused, stats.num_steps, stats.rel_residual
 
   fused, steps, residual = jax.jit(run)(params, y1, y2)
-  return np.asarray(fused[0, ..., 0]), int(np.asarray(steps).max()), float(np.asarray(residual).max())
+  return (
+    np.asarray(fused[0, ..., 0]),
+    int(np.asarray(steps).max()),
+    float(np.asarray(residual).max()),
+  )
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--crop", type=int, default=256)
   parser.add_argument("--tols", default="1e-2,3e-3,1e-3,1e-4")
   parser.add_argument("--max_iter", type=int, default=30)
@@ -53,24 +63,37 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   runtime.configure()
   tols = [float(t) for t in args.tols.split(",")]
-  print("| stage | pair | max_iter | tol | iterations | rel. residual | max diff (grey) | mean diff (grey) |")
+  print(
+    "| stage | pair | max_iter | tol | iterations | rel. residual | max diff (grey) | mean diff (grey) |"
+  )
   print("|---|---|---:|---:|---:|---:|---:|---:|")
   for stage, names in PAIRS.items():
     fusion_model = stages.load_fusion_model(weights.shipped_checkpoint(stage))
     config = dict(fusion_model.metadata["model"])
     for name in names:
-      lumas = [color.split_luma_chroma(imageio.load_image(p))[0][:args.crop, :args.crop]
-               for p in sample_pairs.sample_pair(name).sources]
+      lumas = [
+        color.split_luma_chroma(imageio.load_image(p))[0][: args.crop, : args.crop]
+        for p in sample_pairs.sample_pair(name).sources
+      ]
       y1, y2 = (np.asarray(y)[None] for y in lumas)
-      reference, ref_steps, ref_res = _solve(config, fusion_model.params, y1, y2, args.ref_iter, 1e-6)
-      budgets = [(int(config["max_iter"]), float(config["tol"]), "shipped")] + [(args.max_iter, t, "") for t in tols]
+      reference, ref_steps, ref_res = _solve(
+        config, fusion_model.params, y1, y2, args.ref_iter, 1e-6
+      )
+      budgets = [(int(config["max_iter"]), float(config["tol"]), "shipped")] + [
+        (args.max_iter, t, "") for t in tols
+      ]
       for max_iter, tol, label in budgets:
         fused, steps, res = _solve(config, fusion_model.params, y1, y2, max_iter, tol)
         diff = 255.0 * np.abs(fused - reference)
-        print(f"| {stage} | {name} | {max_iter}{' (' + label + ')' if label else ''} | {tol:g} | {steps} | "
-              f"{res:.2e} | {diff.max():.2f} | {diff.mean():.3f} |", flush=True)
-      print(f"| {stage} | {name} | {args.ref_iter} (reference) | 1e-06 | {ref_steps} | {ref_res:.2e} | 0 | 0 |",
-            flush=True)
+        print(
+          f"| {stage} | {name} | {max_iter}{' (' + label + ')' if label else ''} | {tol:g} | {steps} | "
+          f"{res:.2e} | {diff.max():.2f} | {diff.mean():.3f} |",
+          flush=True,
+        )
+      print(
+        f"| {stage} | {name} | {args.ref_iter} (reference) | 1e-06 | {ref_steps} | {ref_res:.2e} | 0 | 0 |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

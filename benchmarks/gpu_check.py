@@ -63,7 +63,11 @@ def _time(fn, args, runs: int) -> tuple[float, float]:
 
 def latency_section(size, batches, runs, width, budget) -> list[str]:
   from ifcnn import IFCNN
-  rows = ["| network | compute dtype | batch | compile s | s / call | images / s |", "|---|---|---:|---:|---:|---:|"]
+
+  rows = [
+    "| network | compute dtype | batch | compile s | s / call | images / s |",
+    "|---|---|---:|---:|---:|---:|",
+  ]
   height, wide = size
   for name in ("efrufn", "frufn", "ifcnn"):
     for dtype in ("float32", "bfloat16"):
@@ -79,14 +83,25 @@ def latency_section(size, batches, runs, width, budget) -> list[str]:
             continue
           model = IFCNN()
         else:
-          model = models.create_model(dict(name=name, width=width, num_heads=4 if width >= 32 else 2,
-                                           num_units=5, max_iter=5, tol=0.0, dtype=dtype))
+          model = models.create_model(
+            dict(
+              name=name,
+              width=width,
+              num_heads=4 if width >= 32 else 2,
+              num_units=5,
+              max_iter=5,
+              tol=0.0,
+              dtype=dtype,
+            )
+          )
         small = (1, 32, 32, 1)
         with jax.threefry_partitionable(False):
           params = jax.jit(model.init)(key, jnp.zeros(small), jnp.zeros(small))
         compile_s, best = _time(lambda p, a, b, m=model: m.apply(p, a, b), (params, y1, y2), runs)
-        rows.append(f"| {name.upper() if name != 'ifcnn' else 'IFCNN'} | {dtype} | {batch} | {compile_s:.1f} | "
-                    f"{best:.4f} | {batch / best:.1f} |")
+        rows.append(
+          f"| {name.upper() if name != 'ifcnn' else 'IFCNN'} | {dtype} | {batch} | {compile_s:.1f} | "
+          f"{best:.4f} | {batch / best:.1f} |"
+        )
   return rows
 
 
@@ -94,15 +109,23 @@ def training_section(smoke: bool, steps: int, budget) -> list[str]:
   import train_benchmark
   from fusionjax import data
   from fusionjax.data import sample_pairs
-  rows = ["| stage | batch | s / step | crops / s | compile s | temp MiB | loss | pipeline batches / s |",
-          "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+  rows = [
+    "| stage | batch | s / step | crops / s | compile s | temp MiB | loss | pipeline batches / s |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ]
   for stage in tasks.STAGES:
     if budget.left < 0:
       rows.append(f"| {stage} | skipped: time budget spent | | | | | | |")
       continue
-    r = train_benchmark.benchmark_stage(stage, steps=steps, batch_size=2 if smoke else None,
-                                        patch_size=32 if smoke else None, model_name=None,
-                                        config_arg="smoke" if smoke else None)
+    r = train_benchmark.benchmark_stage(
+      stage,
+      steps=steps,
+      batch_size=2 if smoke else None,
+      patch_size=32 if smoke else None,
+      model_name=None,
+      config_arg="smoke" if smoke else None,
+    )
     config = data.default_data_config(stage)
     config.data_dir = str(sample_pairs.samples_dir())
     config.batch_size, config.patch_size = r["batch_size"], r["patch_size"]
@@ -114,52 +137,85 @@ def training_section(smoke: bool, steps: int, budget) -> list[str]:
       source.batch(n)
     rate = n / (time.perf_counter() - start)
     source.close()
-    rows.append(f"| {stage} | {r['batch_size']}×{r['patch_size']}² | {r['sec_per_step']:.3f} | "
-                f"{r['batch_size'] * r['steps_per_sec']:.1f} | {r['compile_s']:.0f} | {r['temp_mib']:.0f} | "
-                f"{r['loss']:.4f} | {rate:.1f} |")
+    rows.append(
+      f"| {stage} | {r['batch_size']}×{r['patch_size']}² | {r['sec_per_step']:.3f} | "
+      f"{r['batch_size'] * r['steps_per_sec']:.1f} | {r['compile_s']:.0f} | {r['temp_mib']:.0f} | "
+      f"{r['loss']:.4f} | {rate:.1f} |"
+    )
   return rows
 
 
 def memory_section(size, batch, iterations, width, budget) -> list[str]:
   from models_benchmark import train_step_temp_mib
+
   rows = ["| iterations | FRUFN temp MiB | EFRUFN temp MiB |", "|---:|---:|---:|"]
   heads = 4 if width >= 32 else 2
   for n in iterations:
     if budget.left < 0:
       rows.append(f"| {n} | skipped: time budget spent | |")
       continue
-    temps = [train_step_temp_mib(name, n, size, batch, width, heads) for name in ("frufn", "efrufn")]
+    temps = [
+      train_step_temp_mib(name, n, size, batch, width, heads) for name in ("frufn", "efrufn")
+    ]
     rows.append(f"| {n} | {temps[0]:.1f} | {temps[1]:.1f} |")
   return rows
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--out", default="gpu_check.md")
   parser.add_argument("--cpu_smoke", action="store_true", help="tiny sizes on the CPU")
-  parser.add_argument("--budget_s", type=float, default=None,
-                      help="stop starting new measurements after this (default 420 s; no limit with --cpu_smoke)")
+  parser.add_argument(
+    "--budget_s",
+    type=float,
+    default=None,
+    help="stop starting new measurements after this (default 420 s; no limit with --cpu_smoke)",
+  )
   args = parser.parse_args(argv)
   smoke = args.cpu_smoke
-  budget = Budget(args.budget_s if args.budget_s is not None else (float("inf") if smoke else 420.0))
+  budget = Budget(
+    args.budget_s if args.budget_s is not None else (float("inf") if smoke else 420.0)
+  )
   size = (32, 48) if smoke else (224, 448)
   width = 8 if smoke else 32
   start = time.perf_counter()
   devices = jax.devices()
-  lines = [f"# Accelerator check: {devices[0].device_kind} ({devices[0].platform}, {len(devices)} device(s)), "
-           f"JAX {jax.__version__}", "",
-           f"`bash benchmarks/gpu_check.sh{' --cpu-smoke' if smoke else ''}`, {datetime.date.today().isoformat()}"
-           + (" — CPU smoke run at tiny sizes: the numbers test the script, not the hardware." if smoke else ""), ""]
-  lines += [f"## Inference latency ({size[0]}x{size[1]}, width {width}, EFRUFN 5 iterations, FRUFN N = 5)", ""]
+  lines = [
+    f"# Accelerator check: {devices[0].device_kind} ({devices[0].platform}, {len(devices)} device(s)), "
+    f"JAX {jax.__version__}",
+    "",
+    f"`bash benchmarks/gpu_check.sh{' --cpu-smoke' if smoke else ''}`, {datetime.date.today().isoformat()}"
+    + (
+      " — CPU smoke run at tiny sizes: the numbers test the script, not the hardware."
+      if smoke
+      else ""
+    ),
+    "",
+  ]
+  lines += [
+    f"## Inference latency ({size[0]}x{size[1]}, width {width}, EFRUFN 5 iterations, FRUFN N = 5)",
+    "",
+  ]
   lines += latency_section(size, (1,) if smoke else (1, 8), 1 if smoke else 10, width, budget)
   lines += ["", "## Training step (full configs" + (", smoke sizes" if smoke else "") + ")", ""]
   lines += training_section(smoke, 1 if smoke else 5, budget)
-  lines += ["", "Pipeline: the stage's training input on the shipped sample images, one thread, same batch shape.",
-            "", "## Training memory vs iterations (paper Fig. 13)", ""]
+  lines += [
+    "",
+    "Pipeline: the stage's training input on the shipped sample images, one thread, same batch shape.",
+    "",
+    "## Training memory vs iterations (paper Fig. 13)",
+    "",
+  ]
   batch, side = (1, 32) if smoke else (4, 128)
   lines += memory_section(side, batch, (1, 2) if smoke else (1, 3, 5, 10, 20), width, budget)
-  lines += ["", f"Gradient of an L2 loss, batch {batch}, {side}x{side}, width {width}; XLA's temporary buffer size.",
-            "", f"Total wall time {time.perf_counter() - start:.0f} s."]
+  lines += [
+    "",
+    f"Gradient of an L2 loss, batch {batch}, {side}x{side}, width {width}; XLA's temporary buffer size.",
+    "",
+    f"Total wall time {time.perf_counter() - start:.0f} s.",
+  ]
   text = "\n".join(lines) + "\n"
   Path(args.out).write_text(text)
   print(text)

@@ -61,6 +61,7 @@ def validation_pairs(data_dir: str, count: int, patch: int, seed: int) -> list[d
   ``reference``.
   """
   from fusionjax.imageio import load_image  # pylint: disable=import-outside-toplevel
+
   images = data.list_images(Path(data_dir) / "more_natural", validate=False)
   chosen = images[:: max(len(images) // count, 1)][:count]
   options = data.default_data_config("mfif").multi_focus
@@ -71,12 +72,18 @@ def validation_pairs(data_dir: str, count: int, patch: int, seed: int) -> list[d
     if image.ndim == 2:
       image = image[..., None]
     top, left = (image.shape[0] - patch) // 2, (image.shape[1] - patch) // 2
-    crop = image[top:top + patch, left:left + patch]
+    crop = image[top : top + patch, left : left + patch]
     near, far, reference, _ = data.multi_focus_pair(
-        crop, rng, sigma_range=tuple(options.sigma_range),
-        mask_fraction_range=tuple(options.mask_fraction_range),
-        mask_cells_range=tuple(options.mask_cells_range), gamma=float(options.gamma))
-    pairs.append({k: _luma(v)[None] for k, v in (("y1", near), ("y2", far), ("reference", reference))})
+      crop,
+      rng,
+      sigma_range=tuple(options.sigma_range),
+      mask_fraction_range=tuple(options.mask_fraction_range),
+      mask_cells_range=tuple(options.mask_cells_range),
+      gamma=float(options.gamma),
+    )
+    pairs.append(
+      {k: _luma(v)[None] for k, v in (("y1", near), ("y2", far), ("reference", reference))}
+    )
   return pairs
 
 
@@ -104,13 +111,17 @@ def _solution_diagnostics(module: unfolding.EFRUFN, y1, y2, key, num_power_iter:
 
   def step(z, args):
     unit_params, f1_, f2_ = args
-    f_new, m_new = free_unit.apply({"params": unit_params}, f1_, f2_ + z[0], z[1] if use_mask else None, f2_)
+    f_new, m_new = free_unit.apply(
+      {"params": unit_params}, f1_, f2_ + z[0], z[1] if use_mask else None, f2_
+    )
     d_new = (f_new - f2_).astype(jnp.float32)
     return (d_new, m_new.astype(jnp.float32)) if use_mask else (d_new,)
 
   z0 = (jnp.zeros_like(f2),) + ((jnp.zeros(f2.shape[:3] + (1,), jnp.float32),) if use_mask else ())
   solver, backward = module.solver_and_backward()
-  solution = deq.fixed_point(step, z0, (params, f1, f2), solver=solver, backward=backward, batch_axis=0)
+  solution = deq.fixed_point(
+    step, z0, (params, f1, f2), solver=solver, backward=backward, batch_axis=0
+  )
   args = (params, f1, f2)
   penalty_key, radius_key = jax.random.split(key)
   penalty = deq.jacobian_penalty(step, solution.value, args, penalty_key, num_samples=4)
@@ -126,8 +137,11 @@ def _compiled(model, num_power_iter: int):
   """Jitted diagnostics and forward of ``model``, shared by runs of the same architecture."""
   key = (model, num_power_iter)
   if key not in _COMPILED:
-    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-              if f.init and f.name not in ("parent", "name")}
+    fields = {
+      f.name: getattr(model, f.name)
+      for f in dataclasses.fields(model)
+      if f.init and f.name not in ("parent", "name")
+    }
     diagnosed = _DiagnosedEFRUFN(num_power_iter=num_power_iter, **fields)
     _COMPILED[key] = (jax.jit(diagnosed.apply), jax.jit(model.apply))
   return _COMPILED[key]
@@ -142,14 +156,20 @@ def evaluate_run(workdir: str, pairs: list[dict], seed: int, num_power_iter: int
   for index, pair in enumerate(pairs):
     # spectral_radius uses forward mode, which the CPU's custom-VJP depthwise convolution lacks.
     with ops.implementations(depthwise_conv2d="xla"):
-      fused, stats, penalty, radius = diagnose(variables, pair["y1"], pair["y2"],
-                                               jax.random.fold_in(jax.random.key(seed), index))
+      fused, stats, penalty, radius = diagnose(
+        variables, pair["y1"], pair["y2"], jax.random.fold_in(jax.random.key(seed), index)
+      )
     if index == 0:  # the replicated map is EFRUFN's own
       np.testing.assert_allclose(fused, fuse(variables, pair["y1"], pair["y2"]), atol=1e-5)
-    rows.append({"ssim_loss": float(losses.ssim_loss(fused, pair["reference"])),
-                 "rel_residual": float(np.mean(stats.rel_residual)),
-                 "iterations": float(np.mean(stats.num_steps)),
-                 "jacobian": float(penalty), "radius": float(radius)})
+    rows.append(
+      {
+        "ssim_loss": float(losses.ssim_loss(fused, pair["reference"])),
+        "rel_residual": float(np.mean(stats.rel_residual)),
+        "iterations": float(np.mean(stats.num_steps)),
+        "jacobian": float(penalty),
+        "radius": float(radius),
+      }
+    )
   summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
   summary["radius_max"] = float(np.max([r["radius"] for r in rows]))
   summary["step"] = loaded.step
@@ -160,9 +180,13 @@ def training_summary(workdir: str, last: int) -> dict:
   """Means of the last ``last`` logged records of ``metrics.jsonl`` (loss terms, residual, s/step)."""
   records = [r for r in train_logging.read_metrics(workdir) if "loss" in r][-last:]
   keys = ("loss", "ssim_loss", "fixed_point", "jacobian", "deq_rel_residual", "steps_per_sec")
-  summary = {k: float(np.mean([r[k] for r in records])) for k in keys if all(k in r for r in records)}
+  summary = {
+    k: float(np.mean([r[k] for r in records])) for k in keys if all(k in r for r in records)
+  }
   if "steps_per_sec" in summary:
-    summary["s_per_step"] = float(np.mean([1.0 / r["steps_per_sec"] for r in records if r["steps_per_sec"]]))
+    summary["s_per_step"] = float(
+      np.mean([1.0 / r["steps_per_sec"] for r in records if r["steps_per_sec"]])
+    )
   summary["last_step"] = records[-1]["step"] if records else None
   return summary
 
@@ -182,16 +206,24 @@ def _wait_for_step(workdir: str, step: int | None, poll_s: float = 20.0) -> None
     time.sleep(poll_s)
 
 
-def comparison_table(runs: list[tuple[str, str]], data_dir: str, count: int, patch: int, seed: int,
-                     last: int, num_power_iter: int, wait_for_step: int | None = None) -> str:
+def comparison_table(
+  runs: list[tuple[str, str]],
+  data_dir: str,
+  count: int,
+  patch: int,
+  seed: int,
+  last: int,
+  num_power_iter: int,
+  wait_for_step: int | None = None,
+) -> str:
   pairs = validation_pairs(data_dir, count, patch, seed)
   lines = [
-      f"Training: means of the last {last} logged steps. Validation: {len(pairs)} synthetic multi-focus "
-      f"pairs of {patch} px from DATA/more_natural (never trained on), final parameters.",
-      "",
-      "| run | step | train loss | train 1 − SSIM | train γ term | train γ_J term | train rel. residual "
-      "| s/step | val 1 − SSIM | val rel. residual | val ‖∂f/∂z‖²_F/dim | val spectral radius (mean / max) |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    f"Training: means of the last {last} logged steps. Validation: {len(pairs)} synthetic multi-focus "
+    f"pairs of {patch} px from DATA/more_natural (never trained on), final parameters.",
+    "",
+    "| run | step | train loss | train 1 − SSIM | train γ term | train γ_J term | train rel. residual "
+    "| s/step | val 1 − SSIM | val rel. residual | val ‖∂f/∂z‖²_F/dim | val spectral radius (mean / max) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   print("\n".join(lines), flush=True)  # each row as soon as its run is evaluated
   for name, workdir in runs:
@@ -199,34 +231,38 @@ def comparison_table(runs: list[tuple[str, str]], data_dir: str, count: int, pat
     train = training_summary(workdir, last)
     val = evaluate_run(workdir, pairs, seed, num_power_iter)
     lines.append(
-        f"| {name} | {val['step']} | {_fmt(train.get('loss'), '.4f')} | {_fmt(train.get('ssim_loss'), '.4f')} "
-        f"| {_fmt(train.get('fixed_point'))} | {_fmt(train.get('jacobian'))} "
-        f"| {_fmt(train.get('deq_rel_residual'), '.2e')} | {_fmt(train.get('s_per_step'), '.2f')} "
-        f"| {val['ssim_loss']:.4f} | {val['rel_residual']:.2e} | {val['jacobian']:.3g} "
-        f"| {val['radius']:.3f} / {val['radius_max']:.3f} |")
+      f"| {name} | {val['step']} | {_fmt(train.get('loss'), '.4f')} | {_fmt(train.get('ssim_loss'), '.4f')} "
+      f"| {_fmt(train.get('fixed_point'))} | {_fmt(train.get('jacobian'))} "
+      f"| {_fmt(train.get('deq_rel_residual'), '.2e')} | {_fmt(train.get('s_per_step'), '.2f')} "
+      f"| {val['ssim_loss']:.4f} | {val['rel_residual']:.2e} | {val['jacobian']:.3g} "
+      f"| {val['radius']:.3f} / {val['radius_max']:.3f} |"
+    )
     print(lines[-1], flush=True)
   return "\n".join(lines)
 
 
 def _centre_crop(array: np.ndarray, size: int) -> np.ndarray:
   top, left = max((array.shape[0] - size) // 2, 0), max((array.shape[1] - size) // 2, 0)
-  return array[top:top + size, left:left + size]
+  return array[top : top + size, left : left + size]
 
 
 def solver_table(iterations: tuple[int, ...], crop: int, repeats: int) -> str:
   """Best relative residual after k iterations and time per iteration, per shipped stage and solver."""
   budget = max(iterations)
   solvers = {
-      "Anderson (m=5)": dict(solver="anderson", anderson_history=5),
-      "Broyden (memory=5)": dict(solver="broyden", broyden_memory=5),
-      f"Broyden (memory={budget})": dict(solver="broyden", broyden_memory=budget),
-      "plain iteration": dict(solver="fixed_point"),
+    "Anderson (m=5)": dict(solver="anderson", anderson_history=5),
+    "Broyden (memory=5)": dict(solver="broyden", broyden_memory=5),
+    f"Broyden (memory={budget})": dict(solver="broyden", broyden_memory=budget),
+    "plain iteration": dict(solver="fixed_point"),
   }
   header = " | ".join(f"rel. residual after {k}" for k in iterations)
-  lines = [f"Shipped stages on a {crop} px centre crop of their sample pair, tol 0 ({budget} iterations), "
-           f"best residual so far (keep_best); time per iteration: median of {repeats} solves / {budget}.",
-           "", f"| stage | solver | {header} | ms / iteration |",
-           "|---|---|" + "---|" * len(iterations) + "---|"]
+  lines = [
+    f"Shipped stages on a {crop} px centre crop of their sample pair, tol 0 ({budget} iterations), "
+    f"best residual so far (keep_best); time per iteration: median of {repeats} solves / {budget}.",
+    "",
+    f"| stage | solver | {header} | ms / iteration |",
+    "|---|---|" + "---|" * len(iterations) + "---|",
+  ]
   compiled = {}
   for stage, sample in STAGE_SAMPLES.items():
     loaded = checkpoints.load_fusion_model(SHIPPED / stage, expected_task=stage)
@@ -236,8 +272,14 @@ def solver_table(iterations: tuple[int, ...], crop: int, repeats: int) -> str:
       config = dict(loaded.metadata["model"], max_iter=budget, tol=0.0, **options)
       if name not in compiled:  # the three stages share one architecture: one compile per solver
         model = models.create_model(config)
-        compiled[name] = (model, jax.jit(lambda v, a, b, model=model: model.apply(
-            v, a, b, mutable=["intermediates"])[1]["intermediates"]["solver_stats"][0]))
+        compiled[name] = (
+          model,
+          jax.jit(
+            lambda v, a, b, model=model: model.apply(v, a, b, mutable=["intermediates"])[1][
+              "intermediates"
+            ]["solver_stats"][0]
+          ),
+        )
       model, solve = compiled[name]
       if models.create_model(config) != model:
         raise ValueError(f"stage {stage}'s architecture differs from the first stage's.")
@@ -257,20 +299,31 @@ def solver_table(iterations: tuple[int, ...], crop: int, repeats: int) -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--runs", nargs="*", default=(), metavar="NAME=WORKDIR",
-                      help="stage-1 workdirs to compare")
+  parser.add_argument(
+    "--runs", nargs="*", default=(), metavar="NAME=WORKDIR", help="stage-1 workdirs to compare"
+  )
   parser.add_argument("--data_dir", default=None, help="data root with more_natural/ (for --runs)")
   parser.add_argument("--num_pairs", type=int, default=8)
-  parser.add_argument("--patch", type=int, default=64, help="validation crop (the :cpu training crop)")
+  parser.add_argument(
+    "--patch", type=int, default=64, help="validation crop (the :cpu training crop)"
+  )
   parser.add_argument("--last", type=int, default=5, help="logged training records averaged")
-  parser.add_argument("--power_iter", type=int, default=50, help="power iterations of the spectral radius")
-  parser.add_argument("--solvers", action="store_true", help="Anderson vs Broyden on the shipped weights")
+  parser.add_argument(
+    "--power_iter", type=int, default=50, help="power iterations of the spectral radius"
+  )
+  parser.add_argument(
+    "--solvers", action="store_true", help="Anderson vs Broyden on the shipped weights"
+  )
   parser.add_argument("--iterations", type=int, nargs="+", default=(3, 5, 10, 20))
   parser.add_argument("--crop", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--wait_for_step", type=int, default=None,
-                      help="wait for each run's checkpoint of this step (runs still training)")
+  parser.add_argument(
+    "--wait_for_step",
+    type=int,
+    default=None,
+    help="wait for each run's checkpoint of this step (runs still training)",
+  )
   flags = parser.parse_args()
   if not flags.runs and not flags.solvers:
     parser.error("nothing to do: pass --runs NAME=WORKDIR ... and/or --solvers")
@@ -279,8 +332,16 @@ def main():
     if flags.data_dir is None:
       parser.error("--runs needs --data_dir (the root holding more_natural/)")
     runs = [tuple(item.split("=", 1)) for item in flags.runs]
-    comparison_table(runs, flags.data_dir, flags.num_pairs, flags.patch, flags.seed, flags.last,
-                     flags.power_iter, flags.wait_for_step)
+    comparison_table(
+      runs,
+      flags.data_dir,
+      flags.num_pairs,
+      flags.patch,
+      flags.seed,
+      flags.last,
+      flags.power_iter,
+      flags.wait_for_step,
+    )
     print(flush=True)
   if flags.solvers:
     print(solver_table(tuple(flags.iterations), flags.crop, flags.repeats))

@@ -25,13 +25,13 @@ from fusionjax import metrics
 
 #: (label, dataset, split) of the sets the paper evaluates on, in the paper's order.
 SETS = (
-    ("TNO-42", "tno", None),
-    ("RoadScene-50", "roadscene", "test"),
-    ("Lytro-20", "lytro", None),
-    ("MFI-WHU-30", "mfi_whu", "benchmark30"),
-    ("MEFB-100", "mefb", None),
-    ("Harvard MRI-CT", "harvard_mri_ct", None),
-    ("Harvard MRI-SPECT", "harvard_mri_spect", None),
+  ("TNO-42", "tno", None),
+  ("RoadScene-50", "roadscene", "test"),
+  ("Lytro-20", "lytro", None),
+  ("MFI-WHU-30", "mfi_whu", "benchmark30"),
+  ("MEFB-100", "mefb", None),
+  ("Harvard MRI-CT", "harvard_mri_ct", None),
+  ("Harvard MRI-SPECT", "harvard_mri_spect", None),
 )
 
 
@@ -52,14 +52,20 @@ def benchmark_set(dataset: str, data_dir: str, split: str | None, max_pairs: int
   pairs = data.list_pairs(dataset, data_dir, split=split)[:max_pairs]
   loaded = [data.load_pair(pair) for pair in pairs]
   fused = [evaluation.average_fusion(item.sources) for item in loaded]
-  row = {"pairs": len(pairs), "read_s": time.perf_counter() - start,
-         "pixels_min": min(f.shape[0] * f.shape[1] for f in fused),
-         "pixels_max": max(f.shape[0] * f.shape[1] for f in fused),
-         "side_min": min(min(f.shape[:2]) for f in fused), "side_max": max(max(f.shape[:2]) for f in fused)}
+  row = {
+    "pairs": len(pairs),
+    "read_s": time.perf_counter() - start,
+    "pixels_min": min(f.shape[0] * f.shape[1] for f in fused),
+    "pixels_max": max(f.shape[0] * f.shape[1] for f in fused),
+    "side_min": min(min(f.shape[:2]) for f in fused),
+    "side_max": max(max(f.shape[:2]) for f in fused),
+  }
   for convention in metrics.CONVENTIONS:
     start = time.perf_counter()
-    scores = [evaluation.score_image(f, item.sources, item.reference, convention=convention)
-              for f, item in zip(fused, loaded)]
+    scores = [
+      evaluation.score_image(f, item.sources, item.reference, convention=convention)
+      for f, item in zip(fused, loaded)
+    ]
     row[f"{convention}_s"] = time.perf_counter() - start
     for name in ("EN", "Qabf"):
       values = [s[name].value for s in scores if s[name].value is not None]
@@ -69,29 +75,45 @@ def benchmark_set(dataset: str, data_dir: str, split: str | None, max_pairs: int
 
 def markdown_table(rows: list[tuple[str, dict]]) -> str:
   """The benchmark as a Markdown table."""
-  lines = ["| Set | Pairs | Image side (px) | Read + average (s) | Clean: total (s) | Clean: per image (ms) | "
-           "Paper: total (s) | Paper: per image (ms) | EN | Qabf |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    "| Set | Pairs | Image side (px) | Read + average (s) | Clean: total (s) | Clean: per image (ms) | "
+    "Paper: total (s) | Paper: per image (ms) | EN | Qabf |",
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for label, r in rows:
     n = max(r["pairs"], 1)
-    lines.append(f"| {label} | {r['pairs']} | {r['side_min']}–{r['side_max']} | {r['read_s']:.1f} | "
-                 f"{r['clean_s']:.1f} | {1000 * r['clean_s'] / n:.0f} | {r['paper_s']:.1f} | "
-                 f"{1000 * r['paper_s'] / n:.0f} | {r['clean_en']:.3f} | {r['clean_qabf']:.3f} |")
+    lines.append(
+      f"| {label} | {r['pairs']} | {r['side_min']}–{r['side_max']} | {r['read_s']:.1f} | "
+      f"{r['clean_s']:.1f} | {1000 * r['clean_s'] / n:.0f} | {r['paper_s']:.1f} | "
+      f"{1000 * r['paper_s'] / n:.0f} | {r['clean_en']:.3f} | {r['clean_qabf']:.3f} |"
+    )
   return "\n".join(lines)
 
 
 def main(argv=None) -> int:
   """Runs the benchmark and prints the table (and writes it with ``--out``)."""
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data_dir", default=os.environ.get("FUSIONJAX_DATA"),
-                      help="data root holding tno/, roadscene/, lytro/, ... (default: $FUSIONJAX_DATA)")
-  parser.add_argument("--sets", default=",".join(d for _, d, _ in SETS),
-                      help="comma-separated dataset keys (default: all seven sets)")
-  parser.add_argument("--max_pairs", type=int, default=None, help="only the first N pairs of each set")
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "--data_dir",
+    default=os.environ.get("FUSIONJAX_DATA"),
+    help="data root holding tno/, roadscene/, lytro/, ... (default: $FUSIONJAX_DATA)",
+  )
+  parser.add_argument(
+    "--sets",
+    default=",".join(d for _, d, _ in SETS),
+    help="comma-separated dataset keys (default: all seven sets)",
+  )
+  parser.add_argument(
+    "--max_pairs", type=int, default=None, help="only the first N pairs of each set"
+  )
   parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
   args = parser.parse_args(argv)
   if not args.data_dir:
-    parser.error("pass --data_dir (or set FUSIONJAX_DATA) with the folder holding the benchmark sets")
+    parser.error(
+      "pass --data_dir (or set FUSIONJAX_DATA) with the folder holding the benchmark sets"
+    )
   wanted = [s.strip() for s in args.sets.split(",") if s.strip()]
   known = {d for _, d, _ in SETS}
   unknown = [s for s in wanted if s not in known]
@@ -103,12 +125,18 @@ def main(argv=None) -> int:
       continue
     row = benchmark_set(dataset, args.data_dir, split, args.max_pairs)
     rows.append((label, row))
-    print(f"{label}: {row['pairs']} pairs, clean {row['clean_s']:.1f} s, paper {row['paper_s']:.1f} s",
-          file=sys.stderr, flush=True)
+    print(
+      f"{label}: {row['pairs']} pairs, clean {row['clean_s']:.1f} s, paper {row['paper_s']:.1f} s",
+      file=sys.stderr,
+      flush=True,
+    )
   cpus = os.cpu_count()
-  text = (f"Metric scoring time, all 12 metrics, per-pixel average as the fused image "
-          f"({platform.processor() or platform.machine()}, {cpus} CPUs visible, numpy {np.__version__}).\n\n"
-          + markdown_table(rows) + "\n")
+  text = (
+    f"Metric scoring time, all 12 metrics, per-pixel average as the fused image "
+    f"({platform.processor() or platform.machine()}, {cpus} CPUs visible, numpy {np.__version__}).\n\n"
+    + markdown_table(rows)
+    + "\n"
+  )
   print(text)
   if args.out:
     evaluation.reports.write_text_atomic(args.out, text)

@@ -55,8 +55,13 @@ def parameter_table(width: int) -> str:
   rows = ["| model | variant | N / max_iter | parameters | paper |", "|---|---|---|---|---|"]
   y = jax.ShapeDtypeStruct((1, 16, 16, 1), jnp.float32)
   cases = [("frufn", "full", n) for n in (1, 3, 5)] + [
-      ("frufn", "shared", 5), ("frufn", "no_unfold", 5), ("frufn", "no_mask", 5),
-      ("efrufn", "full", 5), ("efrufn", "full", 20), ("efrufn", "no_mask", 5)]
+    ("frufn", "shared", 5),
+    ("frufn", "no_unfold", 5),
+    ("frufn", "no_mask", 5),
+    ("efrufn", "full", 5),
+    ("efrufn", "full", 20),
+    ("efrufn", "no_mask", 5),
+  ]
   for name, variant, n in cases:
     config = dict(name=name, variant=variant, width=width, num_units=n, max_iter=n)
     model = models.create_model(config)
@@ -82,11 +87,15 @@ def cost_table(height: int, width: int, model_width: int, runs: int) -> str:
   feats = jax.ShapeDtypeStruct((1, hp, wp, model_width), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, hp, wp, 1), jnp.float32)
   unit_vars = jax.eval_shape(unit.init, jax.random.PRNGKey(0), feats, feats, mask, feats)
-  unit_flops = cost.xla_flops(jax.jit(unit.apply).lower(unit_vars, feats, feats, mask, feats).compile())
+  unit_flops = cost.xla_flops(
+    jax.jit(unit.apply).lower(unit_vars, feats, feats, mask, feats).compile()
+  )
 
-  rows = ["| model | iterations | GFLOPs (XLA) | of which UF units | CPU latency (s) | "
-          "compile (s) | paper GFLOPs | paper latency (s, GPU) |",
-          "|---|---|---|---|---|---|---|---|"]
+  rows = [
+    "| model | iterations | GFLOPs (XLA) | of which UF units | CPU latency (s) | "
+    "compile (s) | paper GFLOPs | paper latency (s, GPU) |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   fixed = None
   for name in ("frufn", "efrufn"):
     model = models.create_model(dict(name=name, width=model_width, num_units=5, max_iter=5))
@@ -112,18 +121,22 @@ def cost_table(height: int, width: int, model_width: int, runs: int) -> str:
       per_step = program_flops - fixed  # One unit plus one Anderson update.
       total = fixed + iterations * per_step
     rows.append(
-        f"| {name.upper()} | {iterations} | {total / 1e9:.2f} | "
-        f"{iterations * unit_flops / 1e9:.2f} | {statistics.median(times):.3f} | {compile_s:.0f} | "
-        f"{PAPER_GFLOPS[name]} | {PAPER_SECONDS[name]} |")
-  note = (f"\nInput {height}x{width} (padded to {hp}x{wp}), batch 1, width {model_width}; one UF "
-          f"unit: {unit_flops / 1e9:.2f} GFLOPs; Tθ1 + Tθ2 + Tθ3⁻¹ + padding: "
-          f"{fixed / 1e9:.2f} GFLOPs. Latency: median of {runs} jitted runs on "
-          f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores).")
+      f"| {name.upper()} | {iterations} | {total / 1e9:.2f} | "
+      f"{iterations * unit_flops / 1e9:.2f} | {statistics.median(times):.3f} | {compile_s:.0f} | "
+      f"{PAPER_GFLOPS[name]} | {PAPER_SECONDS[name]} |"
+    )
+  note = (
+    f"\nInput {height}x{width} (padded to {hp}x{wp}), batch 1, width {model_width}; one UF "
+    f"unit: {unit_flops / 1e9:.2f} GFLOPs; Tθ1 + Tθ2 + Tθ3⁻¹ + padding: "
+    f"{fixed / 1e9:.2f} GFLOPs. Latency: median of {runs} jitted runs on "
+    f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores)."
+  )
   return "\n".join(rows) + "\n" + note
 
 
-def train_step_temp_mib(name: str, iterations: int, size: int, batch: int, model_width: int,
-                        num_heads: int | None = None) -> float:
+def train_step_temp_mib(
+  name: str, iterations: int, size: int, batch: int, model_width: int, num_heads: int | None = None
+) -> float:
   """XLA's temporary memory (MiB) of a compiled training step (gradient of an L2 loss).
 
   Args:
@@ -157,9 +170,11 @@ def memory_table(size: int, batch: int, iterations, model_width: int) -> str:
   for n in iterations:
     temps = [train_step_temp_mib(name, n, size, batch, model_width) for name in ("frufn", "efrufn")]
     rows.append(f"| {n} | {temps[0]:.1f} | {temps[1]:.1f} |")
-  note = (f"\nTraining step = gradient of an L2 loss, input {batch}x{size}x{size}, width "
-          f"{model_width}, compiled by XLA for {jax.devices()[0].platform.upper()}. Paper Fig. 13 "
-          "(batch 4, GPU): FRUFN linear in N, EFRUFN constant.")
+  note = (
+    f"\nTraining step = gradient of an L2 loss, input {batch}x{size}x{size}, width "
+    f"{model_width}, compiled by XLA for {jax.devices()[0].platform.upper()}. Paper Fig. 13 "
+    "(batch 4, GPU): FRUFN linear in N, EFRUFN constant."
+  )
   return "\n".join(rows) + "\n" + note
 
 
@@ -172,8 +187,11 @@ def main(argv=None) -> None:
   parser.add_argument("--latency_runs", type=int, default=5, help="Timed forward passes.")
   parser.add_argument("--memory_size", type=int, default=64, help="Memory-table image side.")
   parser.add_argument("--memory_batch", type=int, default=1, help="Memory-table batch size.")
-  parser.add_argument("--iterations", default="1,3,5,10,20",
-                      help="Comma-separated N (FRUFN) / max_iter (EFRUFN) for the memory table.")
+  parser.add_argument(
+    "--iterations",
+    default="1,3,5,10,20",
+    help="Comma-separated N (FRUFN) / max_iter (EFRUFN) for the memory table.",
+  )
   parser.add_argument("--skip_cost", action="store_true", help="Skip the FLOPs/latency table.")
   parser.add_argument("--skip_memory", action="store_true", help="Skip the memory table.")
   args = parser.parse_args(argv)
@@ -185,10 +203,13 @@ def main(argv=None) -> None:
     print(f"\n## FLOPs and latency ({args.height}x{args.width})\n")
     print(cost_table(args.height, args.width, args.model_width, args.latency_runs), flush=True)
   if not args.skip_memory:
-    print(f"\n## Training-step memory vs iterations "
-          f"({args.memory_batch}x{args.memory_size}x{args.memory_size})\n")
-    print(memory_table(args.memory_size, args.memory_batch, iterations, args.model_width),
-          flush=True)
+    print(
+      f"\n## Training-step memory vs iterations "
+      f"({args.memory_batch}x{args.memory_size}x{args.memory_size})\n"
+    )
+    print(
+      memory_table(args.memory_size, args.memory_batch, iterations, args.model_width), flush=True
+    )
 
 
 if __name__ == "__main__":

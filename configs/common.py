@@ -117,7 +117,9 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   # paper Table 6-7 (the same stage trained alone).
   config.use_teacher = teacher is not None
   # The previous stage's default workdir, so the default commands chain without extra flags.
-  config.teacher_ckpt = default_workdir(teacher) if teacher is not None else config_dict.placeholder(str)
+  config.teacher_ckpt = (
+    default_workdir(teacher) if teacher is not None else config_dict.placeholder(str)
+  )
   # Teacher checkpoint step; None takes its latest.
   config.teacher_step = config_dict.placeholder(int)
   # Checkpoint (a stage workdir) to start the parameters from instead of scratch; None = scratch.
@@ -251,6 +253,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_coll
   if arg == "cpu":
     return apply_cpu(config)
   if arg:
-    raise ValueError(f"Unknown config argument {arg!r}; use configs/{config.task}.py or "
-                     f"configs/{config.task}.py:<variant> with a variant in {VARIANTS}.")
+    raise ValueError(
+      f"Unknown config argument {arg!r}; use configs/{config.task}.py or "
+      f"configs/{config.task}.py:<variant> with a variant in {VARIANTS}."
+    )
   return config

@@ -40,7 +40,9 @@ def _cell(image: np.ndarray | None, width: int) -> Image.Image:
   return pil.resize((width, CELL), Image.Resampling.LANCZOS)
 
 
-def sample_figure(methods: list[str], checkpoints: dict[str, str], tile_size: int, tile_overlap: int) -> Image.Image:
+def sample_figure(
+  methods: list[str], checkpoints: dict[str, str], tile_size: int, tile_overlap: int
+) -> Image.Image:
   """Builds the grid image.
 
   Args:
@@ -53,15 +55,20 @@ def sample_figure(methods: list[str], checkpoints: dict[str, str], tile_size: in
     The figure as a PIL image.
   """
   models = {task: stages.load_model(path, task=task) for task, path in checkpoints.items()}
-  columns = ["source 1", "source 2"] + list(methods) + (["fusionjax (trained stage)"] if models else [])
+  columns = (
+    ["source 1", "source 2"] + list(methods) + (["fusionjax (trained stage)"] if models else [])
+  )
   rows = []
   for pair in data.list_sample_pairs():
     sources = data.load_pair(pair).sources
     cells = list(sources[:2]) + [evaluation.BASELINES[m](sources) for m in methods]
     if models:
       model = models.get(stages.stage_for_task(pair.task))
-      cells.append(None if model is None else inference.fuse_images(model, sources, tile_size=tile_size,
-                                                                     tile_overlap=tile_overlap))
+      cells.append(
+        None
+        if model is None
+        else inference.fuse_images(model, sources, tile_size=tile_size, tile_overlap=tile_overlap)
+      )
     height, width = sources[0].shape[:2]
     rows.append((f"{pair.task}: {pair.name}", cells, max(1, round(CELL * width / height))))
   total_width = max(w for _, _, w in rows) * len(columns)
@@ -80,26 +87,43 @@ def sample_figure(methods: list[str], checkpoints: dict[str, str], tile_size: in
 
 def main(argv=None) -> int:
   """Parses the flags and writes the figure."""
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--methods", default="average,max", help="baselines to show (comma-separated; may be empty)")
-  parser.add_argument("--ckpts", default="", help="task=workdir,... of trained stages (" + ", ".join(tasks.STAGES) + ")")
-  parser.add_argument("--shipped", action="store_true", help="add the shipped weights' column (fusionjax.weights)")
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "--methods", default="average,max", help="baselines to show (comma-separated; may be empty)"
+  )
+  parser.add_argument(
+    "--ckpts",
+    default="",
+    help="task=workdir,... of trained stages (" + ", ".join(tasks.STAGES) + ")",
+  )
+  parser.add_argument(
+    "--shipped", action="store_true", help="add the shipped weights' column (fusionjax.weights)"
+  )
   parser.add_argument("--tile_size", type=int, default=tiling.DEFAULT_TILE_SIZE)
   parser.add_argument("--overlap", type=int, default=tiling.DEFAULT_TILE_OVERLAP)
-  parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "figures" / "samples.jpg"))
+  parser.add_argument(
+    "--out", default=str(Path(__file__).resolve().parent / "figures" / "samples.jpg")
+  )
   args = parser.parse_args(argv)
   methods = [m for m in args.methods.split(",") if m]
   unknown = [m for m in methods if m not in evaluation.BASELINES]
   if unknown:
-    parser.error(f"unknown method(s) {', '.join(unknown)}; baselines: {', '.join(evaluation.BASELINES)}")
+    parser.error(
+      f"unknown method(s) {', '.join(unknown)}; baselines: {', '.join(evaluation.BASELINES)}"
+    )
   checkpoints = {}
   for item in filter(None, args.ckpts.split(",")):
     task, _, path = item.partition("=")
     if task not in tasks.STAGES or not path:
-      parser.error(f"--ckpts entries are task=workdir with task {', '.join(tasks.STAGES)}; got {item!r}")
+      parser.error(
+        f"--ckpts entries are task=workdir with task {', '.join(tasks.STAGES)}; got {item!r}"
+      )
     checkpoints[task] = path
   if args.shipped:
     from fusionjax import weights
+
     checkpoints = {task: str(weights.shipped_checkpoint(task)) for task in tasks.STAGES}
   try:
     figure = sample_figure(methods, checkpoints, args.tile_size, args.overlap)

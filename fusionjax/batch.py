@@ -40,13 +40,18 @@ DEFAULT_PAD_MULTIPLE = 64
 def readable_suffixes() -> frozenset[str]:
   """Lower-case file suffixes of every format Pillow can open (``.png``, ``.jpg``, ``.tif``, ...)."""
   from PIL import Image
+
   Image.init()
-  return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+  return frozenset(
+    ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
+  )
 
 
 def is_readable_image(path: Path) -> bool:
   """Whether ``path`` is a visible file with a suffix Pillow opens."""
-  return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in readable_suffixes()
+  return (
+    path.is_file() and not path.name.startswith(".") and path.suffix.lower() in readable_suffixes()
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,10 @@ class Job:
 
 
 def _natural_key(text: str):
-  from fusionjax.data.pairs import natural_key  # Deferred: fusionjax.data imports more than this needs.
+  from fusionjax.data.pairs import (
+    natural_key,
+  )  # Deferred: fusionjax.data imports more than this needs.
+
   return natural_key(text)
 
 
@@ -89,14 +97,18 @@ def folder_jobs(dirs: Sequence[str | os.PathLike]) -> list[Job]:
   listings: list[dict[str, list[Path]]] = []
   for folder in folders:
     if not folder.is_dir():
-      raise FileNotFoundError(f"Source folder {folder} does not exist or is not a folder; pass --dirs with "
-                              "existing folders of images.")
+      raise FileNotFoundError(
+        f"Source folder {folder} does not exist or is not a folder; pass --dirs with "
+        "existing folders of images."
+      )
     by_key: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
       if is_readable_image(path):
         by_key.setdefault(path.stem.lower(), []).append(path)
     if not by_key:
-      raise FileNotFoundError(f"No image files in {folder}; pass folders holding the source images.")
+      raise FileNotFoundError(
+        f"No image files in {folder}; pass folders holding the source images."
+      )
     listings.append(by_key)
   keys = sorted(set().union(*listings), key=_natural_key)
   jobs = []
@@ -109,11 +121,15 @@ def folder_jobs(dirs: Sequence[str | os.PathLike]) -> list[Job]:
         problems.append(f"no file named {name}.* in {folder}")
       elif len(paths) > 1:
         problems.append(f"{' and '.join(str(p) for p in paths)} share the name {name!r}; keep one")
-    jobs.append(Job(name=name, sources=tuple(p[0] for p in found if p), problem="; ".join(problems) or None))
+    jobs.append(
+      Job(name=name, sources=tuple(p[0] for p in found if p), problem="; ".join(problems) or None)
+    )
   return jobs
 
 
-def dataset_jobs(dataset: str, data_dir: str | os.PathLike | None, split: str | None = None) -> list[Job]:
+def dataset_jobs(
+  dataset: str, data_dir: str | os.PathLike | None, split: str | None = None
+) -> list[Job]:
   """The pairs of a benchmark reader of :mod:`fusionjax.data` as jobs named after the pairs.
 
   Files are not opened here: an unreadable file or a size mismatch fails its job only.
@@ -122,8 +138,11 @@ def dataset_jobs(dataset: str, data_dir: str | os.PathLike | None, split: str | 
     ValueError, FileNotFoundError: unknown dataset or split, missing data, files without partner.
   """
   from fusionjax import data
+
   pairs = data.list_pairs(dataset, data_dir, split=split, validate=False)
-  return [Job(name=pair.name.replace("/", "_").replace("\\", "_"), sources=pair.sources) for pair in pairs]
+  return [
+    Job(name=pair.name.replace("/", "_").replace("\\", "_"), sources=pair.sources) for pair in pairs
+  ]
 
 
 @dataclasses.dataclass
@@ -149,8 +168,10 @@ class Report:
   def lines(self) -> list[str]:
     """The report for people: one summary line, then one line per failure."""
     total = len(self.fused) + len(self.skipped) + len(self.failed)
-    parts = [f"Fused {len(self.fused)} of {total} pairs into {self.out_dir} in {self.seconds:.1f} s "
-             f"({self.compiled} input shape{'s' if self.compiled != 1 else ''} compiled)"]
+    parts = [
+      f"Fused {len(self.fused)} of {total} pairs into {self.out_dir} in {self.seconds:.1f} s "
+      f"({self.compiled} input shape{'s' if self.compiled != 1 else ''} compiled)"
+    ]
     if self.skipped:
       parts.append(f"skipped {len(self.skipped)} already fused (--overwrite redoes them)")
     if self.failed:
@@ -165,9 +186,15 @@ def _output_alpha(decoded: Sequence[imageio.DecodedImage]) -> np.ndarray | None:
   return np.minimum.reduce(alphas) if alphas else None
 
 
-def fuse_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike,
-              fuse: Callable[[list[np.ndarray]], tuple[np.ndarray, bool]], *, overwrite: bool = False,
-              bit_depth: int | None = None, progress: bool = True) -> Report:
+def fuse_jobs(
+  jobs: Sequence[Job],
+  out_dir: str | os.PathLike,
+  fuse: Callable[[list[np.ndarray]], tuple[np.ndarray, bool]],
+  *,
+  overwrite: bool = False,
+  bit_depth: int | None = None,
+  progress: bool = True,
+) -> Report:
   """Fuses every job into ``out_dir/<name>.png``, going on past failures.
 
   Args:
@@ -189,8 +216,15 @@ def fuse_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike,
   out_dir = Path(out_dir)
   report = Report(out_dir=out_dir)
   started = time.perf_counter()
-  bar = tqdm(total=len(jobs), unit="pair", desc="fuse", file=sys.stderr, disable=not progress,
-             dynamic_ncols=True, mininterval=0.5)
+  bar = tqdm(
+    total=len(jobs),
+    unit="pair",
+    desc="fuse",
+    file=sys.stderr,
+    disable=not progress,
+    dynamic_ncols=True,
+    mininterval=0.5,
+  )
   write = bar.write if progress else (lambda line: print(line, file=sys.stderr))
   try:
     for job in jobs:
@@ -212,8 +246,10 @@ def fuse_jobs(jobs: Sequence[Job], out_dir: str | os.PathLike,
         fused, compiled = fuse(images)
         report.compiled += int(bool(compiled))
         if not np.isfinite(fused).all():
-          raise ValueError("the fused image holds NaN or infinite values (a damaged or diverged checkpoint); "
-                           "nothing was written")
+          raise ValueError(
+            "the fused image holds NaN or infinite values (a damaged or diverged checkpoint); "
+            "nothing was written"
+          )
         imageio.save_image(out, fused, alpha=_output_alpha(decoded))
         report.fused.append(job.name)
       except (FileNotFoundError, ValueError, OSError) as error:

@@ -57,6 +57,7 @@ _DIGEST_KEY = "params_sha256"
 
 def _ocp():
   import orbax.checkpoint as ocp  # Deferred: importing Orbax is slow and not every caller needs it.
+
   return ocp
 
 
@@ -83,7 +84,9 @@ class _DropDiskFullReports(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     if "/orbax/" not in record.pathname:
       return True
-    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info and record.exc_info[1] else "")
+    text = record.getMessage() + (
+      str(record.exc_info[1]) if record.exc_info and record.exc_info[1] else ""
+    )
     return not any(marker in text for marker in _DISK_FULL)
 
 
@@ -92,6 +95,7 @@ def quiet_disk_full_reports() -> None:
   log; the :class:`DiskFullError` raised by :class:`StageCheckpointer` is the one report. Called by
   ``train.py``; the library leaves logging alone."""
   from absl import logging as absl_logging
+
   logger = absl_logging.get_absl_logger()
   if not any(isinstance(f, _DropDiskFullReports) for f in logger.filters):
     logger.addFilter(_DropDiskFullReports())
@@ -127,7 +131,11 @@ def _is_damage(error: BaseException) -> bool:
     return not isinstance(error, PermissionError)
   # TensorStore's errors start with an absl status code: DATA_LOSS (checksums, bad headers),
   # OUT_OF_RANGE (truncated files), NOT_FOUND (missing chunks), ...
-  return bool(re.match(r"(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND|FAILED_PRECONDITION|INTERNAL|UNKNOWN): ", str(error)))
+  return bool(
+    re.match(
+      r"(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND|FAILED_PRECONDITION|INTERNAL|UNKNOWN): ", str(error)
+    )
+  )
 
 
 def _join_orbax_threads(timeout_s: float = 60.0) -> None:
@@ -152,7 +160,9 @@ def is_disk_full(error: BaseException) -> bool:
   """Whether ``error`` (an OSError, or TensorStore's ValueError wrapping one) reports a full disk."""
   if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
     return True
-  return isinstance(error, (OSError, ValueError, RuntimeError)) and any(m in str(error) for m in _DISK_FULL)
+  return isinstance(error, (OSError, ValueError, RuntimeError)) and any(
+    m in str(error) for m in _DISK_FULL
+  )
 
 
 def _format_bytes(count: float) -> str:
@@ -170,6 +180,7 @@ def params_digest(state: Any) -> str | None:
   depend on how the pytree was rebuilt on restore.
   """
   import jax
+
   if not isinstance(state, dict):
     return None
   parts = {k: state[k] for k in _DIGESTED if state.get(k) is not None}
@@ -177,7 +188,9 @@ def params_digest(state: Any) -> str | None:
     return None
   digest = hashlib.sha256()
   leaves = jax.tree_util.tree_flatten_with_path(parts)[0]
-  for key, leaf in sorted(((jax.tree_util.keystr(path), leaf) for path, leaf in leaves), key=lambda item: item[0]):
+  for key, leaf in sorted(
+    ((jax.tree_util.keystr(path), leaf) for path, leaf in leaves), key=lambda item: item[0]
+  ):
     array = np.ascontiguousarray(np.asarray(leaf))
     digest.update(f"{key}|{array.dtype}|{array.shape}|".encode())
     digest.update(array.tobytes())
@@ -191,6 +204,7 @@ def _disk_bytes(folder: Path) -> int:
 
 def _tree_bytes(tree: Any) -> int:
   import jax
+
   return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(tree)))
 
 
@@ -218,8 +232,12 @@ class StageCheckpointer:
       raise FileNotFoundError(_missing_message(workdir))
     _ignore_abandoned_reads()  # Failed saves and restores leave such callbacks behind.
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(_STATE, _METADATA))
-    self._pending: tuple[int, int] | None = None  # (step, bytes of its state) of the last save started
+    self._manager = ocp.CheckpointManager(
+      self.directory, options=options, item_names=(_STATE, _METADATA)
+    )
+    self._pending: tuple[int, int] | None = (
+      None  # (step, bytes of its state) of the last save started
+    )
 
   def latest_step(self) -> int | None:
     """The newest saved step, or ``None`` when nothing has been saved."""
@@ -240,7 +258,9 @@ class StageCheckpointer:
     if digest is not None:
       metadata[_DIGEST_KEY] = digest
     _check_json(metadata)
-    args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _METADATA: ocp.args.JsonSave(metadata)})
+    args = ocp.args.Composite(
+      **{_STATE: ocp.args.StandardSave(state), _METADATA: ocp.args.JsonSave(metadata)}
+    )
     with self._reporting_disk_full():  # Orbax reports a failed earlier (asynchronous) save here.
       self._manager.wait_until_finished()
       self._pending = (int(step), _tree_bytes(state))
@@ -273,14 +293,22 @@ class StageCheckpointer:
     free = shutil.disk_usage(self.directory).free
     committed = self.committed_steps()
     # One more checkpoint: as large as the last one on disk (blocks, as `du` counts), else the state's bytes.
-    needed = max(self._pending[1] if self._pending is not None else 0,
-                 _disk_bytes(self.directory / str(committed[-1])) if committed else 0)
-    kept = (f"the last good checkpoint (step {committed[-1]}) is intact" if committed
-            else "no checkpoint was saved there yet")
+    needed = max(
+      self._pending[1] if self._pending is not None else 0,
+      _disk_bytes(self.directory / str(committed[-1])) if committed else 0,
+    )
+    kept = (
+      f"the last good checkpoint (step {committed[-1]}) is intact"
+      if committed
+      else "no checkpoint was saved there yet"
+    )
     need = f"A checkpoint needs about {_format_bytes(needed)} and " if needed else ""
-    return DiskFullError(errno.ENOSPC, f"No space left on device for {what} in {self.directory.parent}: {kept}. "
-                         f"{need}{_format_bytes(free)} are free there: free some space and rerun the same command "
-                         "to resume.")
+    return DiskFullError(
+      errno.ENOSPC,
+      f"No space left on device for {what} in {self.directory.parent}: {kept}. "
+      f"{need}{_format_bytes(free)} are free there: free some space and rerun the same command "
+      "to resume.",
+    )
 
   def _disk_full(self) -> DiskFullError:
     step = self._pending[0] if self._pending is not None else None
@@ -307,20 +335,26 @@ class StageCheckpointer:
       if step is None:
         raise FileNotFoundError(_missing_message(self.directory))
     elif step not in self._manager.all_steps():
-      raise FileNotFoundError(f"No checkpoint for step {step} in {self.directory}; saved steps: {self.all_steps()}.")
+      raise FileNotFoundError(
+        f"No checkpoint for step {step} in {self.directory}; saved steps: {self.all_steps()}."
+      )
     if state_template is None:
       state_args = ocp.args.StandardRestore()
     else:
       import jax
+
       template = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
       state_args = ocp.args.StandardRestore(template)
     with self._reporting_damage(step):
-      restored = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: state_args,
-                                                                         _METADATA: ocp.args.JsonRestore()}))
+      restored = self._manager.restore(
+        step, args=ocp.args.Composite(**{_STATE: state_args, _METADATA: ocp.args.JsonRestore()})
+      )
     state, metadata = restored[_STATE], restored[_METADATA]
     expected = metadata.get(_DIGEST_KEY) if isinstance(metadata, dict) else None
     if expected is not None and params_digest(state) != expected:
-      raise self._damaged(step, "its parameters differ from the checksum recorded when it was saved")
+      raise self._damaged(
+        step, "its parameters differ from the checksum recorded when it was saved"
+      )
     if not _all_finite({k: state.get(k) for k in _DIGESTED} if isinstance(state, dict) else state):
       raise self._damaged(step, "its parameters hold NaN or infinite values")
     return state, metadata
@@ -346,7 +380,9 @@ class StageCheckpointer:
       if step is None:
         raise FileNotFoundError(_missing_message(self.directory))
     with self._reporting_damage(step):
-      restored = self._manager.restore(step, args=ocp.args.Composite(**{_METADATA: ocp.args.JsonRestore()}))
+      restored = self._manager.restore(
+        step, args=ocp.args.Composite(**{_METADATA: ocp.args.JsonRestore()})
+      )
       metadata = restored[_METADATA]
       if not isinstance(metadata, dict):
         raise self._damaged(step, f"its metadata is a {type(metadata).__name__}, not a JSON object")
@@ -374,31 +410,48 @@ class StageCheckpointer:
 
 def _all_finite(tree: Any) -> bool:
   import jax
-  return all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(tree)
-             if np.issubdtype(np.asarray(leaf).dtype, np.inexact))
+
+  return all(
+    np.isfinite(np.asarray(leaf)).all()
+    for leaf in jax.tree.leaves(tree)
+    if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
+  )
 
 
-def damaged_message(directory: str | os.PathLike, step: int, reason: str, steps: Sequence[int] = ()) -> str:
+def damaged_message(
+  directory: str | os.PathLike, step: int, reason: str, steps: Sequence[int] = ()
+) -> str:
   """One line: which checkpoint folder is damaged, why, and what to do about it."""
   directory = checkpoint_dir(directory)
   folder = directory / str(step)
   from fusionjax import weights  # Deferred: only for this message.
+
   if weights.WEIGHTS_DIR in folder.resolve().parents:
-    todo = ("These are the weights shipped with fusionjax: restore them (`git checkout -- fusionjax/weights` in a "
-            "checkout, or reinstall fusionjax), re-export them (python results/export_weights.py runs/cpu), or "
-            "use a stage you trained.")
+    todo = (
+      "These are the weights shipped with fusionjax: restore them (`git checkout -- fusionjax/weights` in a "
+      "checkout, or reinstall fusionjax), re-export them (python results/export_weights.py runs/cpu), or "
+      "use a stage you trained."
+    )
   else:
     others = sorted(s for s in steps if s != step)
-    fallback = (f", move {folder.name}/ out of {directory} to fall back to step {others[-1]}" if others else "")
-    todo = (f"Re-train the stage (its train.py command with a fresh --workdir){fallback}, or point to another "
-            "checkpoint.")
+    fallback = (
+      f", move {folder.name}/ out of {directory} to fall back to step {others[-1]}"
+      if others
+      else ""
+    )
+    todo = (
+      f"Re-train the stage (its train.py command with a fresh --workdir){fallback}, or point to another "
+      "checkpoint."
+    )
   return f"Checkpoint {folder} is damaged ({reason}): its files cannot be read back. {todo}"
 
 
 def _missing_message(path) -> str:
-  return (f"No fusionjax checkpoint found at {path} (expected a stage workdir containing checkpoints/<step>/). "
-          "Pass the --workdir of a finished `python train.py` run, or train one first, e.g. "
-          "`python train.py --config=configs/mfif.py --workdir=runs/mfif`.")
+  return (
+    f"No fusionjax checkpoint found at {path} (expected a stage workdir containing checkpoints/<step>/). "
+    "Pass the --workdir of a finished `python train.py` run, or train one first, e.g. "
+    "`python train.py --config=configs/mfif.py --workdir=runs/mfif`."
+  )
 
 
 def _check_json(metadata: dict) -> None:
@@ -423,7 +476,9 @@ def read_metadata(path: str | os.PathLike, step: int | None = None) -> dict:
   finally:
     checkpointer.close()
   if metadata.get("format") != FORMAT:
-    raise ValueError(f"{path} is not a fusionjax stage checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r}).")
+    raise ValueError(
+      f"{path} is not a fusionjax stage checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})."
+    )
   return metadata
 
 
@@ -434,9 +489,13 @@ def stage_lineage(metadata: dict) -> list[dict]:
     ``[{"task", "path", "step"}, ...]`` starting with this stage (its ``path`` is the
     recorded ``workdir``, ``None`` if absent) and following each embedded teacher.
   """
-  chain = [{"task": metadata.get("task"), "path": metadata.get("workdir"), "step": metadata.get("step")}]
+  chain = [
+    {"task": metadata.get("task"), "path": metadata.get("workdir"), "step": metadata.get("step")}
+  ]
   teacher = metadata.get("teacher")
   while teacher:
-    chain.append({"task": teacher.get("task"), "path": teacher.get("path"), "step": teacher.get("step")})
+    chain.append(
+      {"task": teacher.get("task"), "path": teacher.get("path"), "step": teacher.get("step")}
+    )
     teacher = (teacher.get("metadata") or {}).get("teacher")
   return chain

@@ -57,91 +57,172 @@ AUTO = "auto"
 
 #: The hyphen spellings ``fusionjax fuse`` took up to 0.1 -> the spelling now, the one absl uses in
 #: train.py and evaluate.py. The old ones are accepted, with a note, for one release.
-DEPRECATED_FLAGS = {"--pad-multiple": "--pad_multiple", "--tile-size": "--tile_size", "--bit-depth": "--bit_depth",
-                    "--no-progress": "--no_progress"}
+DEPRECATED_FLAGS = {
+  "--pad-multiple": "--pad_multiple",
+  "--tile-size": "--tile_size",
+  "--bit-depth": "--bit_depth",
+  "--no-progress": "--no_progress",
+}
 
 _TASK_CHOICES = "|".join(tasks.TASKS)
-_TASK_HELP = (f"check that the checkpoint was trained for this task: {', '.join(tasks.TASKS)} "
-              f"(medical fusion uses the {tasks.STAGE_OF_TASK['mif']} stage, as in the paper)")
+_TASK_HELP = (
+  f"check that the checkpoint was trained for this task: {', '.join(tasks.TASKS)} "
+  f"(medical fusion uses the {tasks.STAGE_OF_TASK['mif']} stage, as in the paper)"
+)
 
 
-_PAD_HELP = ("pad the inputs by reflection to a multiple of this so that images of many sizes share compiled "
-             "programs (one compilation per size bucket instead of per image); this changes the result compared "
-             "with exact-size fusion: slightly inside the image (a few 8-bit levels at most on the samples), more "
-             "within about 16 px of the bottom and right edges, where the extra rows and columns sit. 1 gives "
-             "exact-size fusion. Default: %d for --dirs/--dataset, exact for a single fusion"
-             % batch.DEFAULT_PAD_MULTIPLE)
+_PAD_HELP = (
+  "pad the inputs by reflection to a multiple of this so that images of many sizes share compiled "
+  "programs (one compilation per size bucket instead of per image); this changes the result compared "
+  "with exact-size fusion: slightly inside the image (a few 8-bit levels at most on the samples), more "
+  "within about 16 px of the bottom and right edges, where the extra rows and columns sit. 1 gives "
+  "exact-size fusion. Default: %d for --dirs/--dataset, exact for a single fusion"
+  % batch.DEFAULT_PAD_MULTIPLE
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
   """The argument parser of the ``fusionjax`` command (sub-commands ``fuse``, ``metrics``, ``export``)."""
-  parser = argparse.ArgumentParser(prog="fusionjax", description="General image fusion with FRUFN/EFRUFN.")
+  parser = argparse.ArgumentParser(
+    prog="fusionjax", description="General image fusion with FRUFN/EFRUFN."
+  )
   commands = parser.add_subparsers(dest="command", metavar="COMMAND")
   commands.required = True
   fuse = commands.add_parser(
-      "fuse", help="fuse two or more registered images, or whole folders of them",
-      description="Fuse two or more registered images of the same size (colour or grey). Sources in the task's "
-                  "order: near/far focus, under/over exposure, visible/infrared, MRI/other. More than two are "
-                  "fused sequentially ((A+B)+C...). With --dirs (or --dataset), fuse every pair of files with "
-                  "the same name stem into OUT_DIR/<stem>.png.")
+    "fuse",
+    help="fuse two or more registered images, or whole folders of them",
+    description="Fuse two or more registered images of the same size (colour or grey). Sources in the task's "
+    "order: near/far focus, under/over exposure, visible/infrared, MRI/other. More than two are "
+    "fused sequentially ((A+B)+C...). With --dirs (or --dataset), fuse every pair of files with "
+    "the same name stem into OUT_DIR/<stem>.png.",
+  )
   fuse.add_argument("sources", nargs="*", metavar="IMAGE", help="source images (two or more)")
-  fuse.add_argument("-o", "--out", required=True,
-                    help="output image, whose suffix picks the format (e.g. fused.png); with --dirs or --dataset "
-                         "the output folder")
-  fuse.add_argument("--dirs", nargs="+", metavar="DIR", default=None,
-                    help="fuse folders: two or more source folders, in the task's order; files are paired by name "
-                         "stem (case-insensitive, any suffix Pillow reads)")
-  fuse.add_argument("--dataset", default=None,
-                    help="fuse the pairs of a benchmark reader of fusionjax.data (e.g. tno, lytro, mefb) found "
-                         "under --data_dir; the outputs are named after the pairs")
-  fuse.add_argument("--data_dir", default=os.environ.get("FUSIONJAX_DATA"),
-                    help="with --dataset: the data root or the dataset's folder (default: $FUSIONJAX_DATA)")
-  fuse.add_argument("--split", default=None, help="with --dataset: the split (default: the reader's)")
-  fuse.add_argument("--overwrite", action="store_true",
-                    help="with --dirs/--dataset: fuse again the pairs whose output exists (default: skip them)")
-  fuse.add_argument("--ckpt", default=None,
-                    help="stage workdir of a trained model (the --workdir of train.py); default: the weights "
-                         "shipped with fusionjax for --task")
-  fuse.add_argument("--task", choices=tasks.TASKS + (AUTO,), default=None,
-                    help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP
-                         + "; 'auto' picks the shipped stage from the sources (colour, brightness, black "
-                           "background; see fusionjax.detect) and says what it picked and why")
-  fuse.add_argument("--exported", default=None, metavar="FILE",
-                    help="fuse with a program written by `fusionjax export` (instead of --ckpt/--task); colour "
-                         "by the rule-based chroma, without ColorNet")
+  fuse.add_argument(
+    "-o",
+    "--out",
+    required=True,
+    help="output image, whose suffix picks the format (e.g. fused.png); with --dirs or --dataset "
+    "the output folder",
+  )
+  fuse.add_argument(
+    "--dirs",
+    nargs="+",
+    metavar="DIR",
+    default=None,
+    help="fuse folders: two or more source folders, in the task's order; files are paired by name "
+    "stem (case-insensitive, any suffix Pillow reads)",
+  )
+  fuse.add_argument(
+    "--dataset",
+    default=None,
+    help="fuse the pairs of a benchmark reader of fusionjax.data (e.g. tno, lytro, mefb) found "
+    "under --data_dir; the outputs are named after the pairs",
+  )
+  fuse.add_argument(
+    "--data_dir",
+    default=os.environ.get("FUSIONJAX_DATA"),
+    help="with --dataset: the data root or the dataset's folder (default: $FUSIONJAX_DATA)",
+  )
+  fuse.add_argument(
+    "--split", default=None, help="with --dataset: the split (default: the reader's)"
+  )
+  fuse.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="with --dirs/--dataset: fuse again the pairs whose output exists (default: skip them)",
+  )
+  fuse.add_argument(
+    "--ckpt",
+    default=None,
+    help="stage workdir of a trained model (the --workdir of train.py); default: the weights "
+    "shipped with fusionjax for --task",
+  )
+  fuse.add_argument(
+    "--task",
+    choices=tasks.TASKS + (AUTO,),
+    default=None,
+    help="the fusion task; picks the shipped stage when --ckpt is not given, else "
+    + _TASK_HELP
+    + "; 'auto' picks the shipped stage from the sources (colour, brightness, black "
+    "background; see fusionjax.detect) and says what it picked and why",
+  )
+  fuse.add_argument(
+    "--exported",
+    default=None,
+    metavar="FILE",
+    help="fuse with a program written by `fusionjax export` (instead of --ckpt/--task); colour "
+    "by the rule-based chroma, without ColorNet",
+  )
   fuse.add_argument("--pad_multiple", type=int, default=None, metavar="M", help=_PAD_HELP)
-  fuse.add_argument("--tile_size", type=int, default=tiling.DEFAULT_TILE_SIZE,
-                    help="fuse images larger than this in overlapping tiles of at most "
-                         f"{tiling.DEFAULT_SPLIT_SIZE} px (default %(default)s)")
-  fuse.add_argument("--overlap", type=int, default=tiling.DEFAULT_TILE_OVERLAP,
-                    help="overlap of neighbouring tiles in pixels (default %(default)s)")
-  fuse.add_argument("--grey", action="store_true", help="write the fused luma only, even for colour sources")
-  fuse.add_argument("--bit_depth", type=int, choices=imageio.BIT_DEPTHS, default=None,
-                    help="bits of data in 16-bit grey sources (e.g. 12 for many thermal cameras); default: "
-                         "taken from the largest value, and said in a note")
-  fuse.add_argument("--no_progress", action="store_true", help="with --dirs/--dataset: no progress bar")
+  fuse.add_argument(
+    "--tile_size",
+    type=int,
+    default=tiling.DEFAULT_TILE_SIZE,
+    help="fuse images larger than this in overlapping tiles of at most "
+    f"{tiling.DEFAULT_SPLIT_SIZE} px (default %(default)s)",
+  )
+  fuse.add_argument(
+    "--overlap",
+    type=int,
+    default=tiling.DEFAULT_TILE_OVERLAP,
+    help="overlap of neighbouring tiles in pixels (default %(default)s)",
+  )
+  fuse.add_argument(
+    "--grey", action="store_true", help="write the fused luma only, even for colour sources"
+  )
+  fuse.add_argument(
+    "--bit_depth",
+    type=int,
+    choices=imageio.BIT_DEPTHS,
+    default=None,
+    help="bits of data in 16-bit grey sources (e.g. 12 for many thermal cameras); default: "
+    "taken from the largest value, and said in a note",
+  )
+  fuse.add_argument(
+    "--no_progress", action="store_true", help="with --dirs/--dataset: no progress bar"
+  )
 
   metrics = commands.add_parser(
-      "metrics", help="score one fused image against its sources",
-      description="Print every metric of one fused image (on the 8-bit BT.601 luma, as evaluate.py scores), "
-                  "with the reason of each undefined one.")
+    "metrics",
+    help="score one fused image against its sources",
+    description="Print every metric of one fused image (on the 8-bit BT.601 luma, as evaluate.py scores), "
+    "with the reason of each undefined one.",
+  )
   metrics.add_argument("fused", metavar="FUSED", help="the fused image")
-  metrics.add_argument("sources", nargs="+", metavar="SOURCE", help="its source images (two or more)")
-  metrics.add_argument("--reference", default=None, help="a reference image (for PSNR and SSIM against it)")
-  metrics.add_argument("--convention", choices=("clean", "paper"), default="clean",
-                       help="clean: textbook definitions (default); paper: the conventions behind the paper's "
-                            "tables (MI = 2 EN, MS-SSIM = Ma's 3-scale MEF MS-SSIM)")
-  metrics.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+  metrics.add_argument(
+    "sources", nargs="+", metavar="SOURCE", help="its source images (two or more)"
+  )
+  metrics.add_argument(
+    "--reference", default=None, help="a reference image (for PSNR and SSIM against it)"
+  )
+  metrics.add_argument(
+    "--convention",
+    choices=("clean", "paper"),
+    default="clean",
+    help="clean: textbook definitions (default); paper: the conventions behind the paper's "
+    "tables (MI = 2 EN, MS-SSIM = Ma's 3-scale MEF MS-SSIM)",
+  )
+  metrics.add_argument(
+    "--json", action="store_true", help="print one JSON object instead of a table"
+  )
 
   export = commands.add_parser(
-      "export", help="export a stage's luma fusion as a StableHLO program (jax.export)",
-      description="Serialise the Y-channel fusion of a stage with its weights (jax.export, symbolic height and "
-                  "width), so that it runs with only jax installed: `fusionjax fuse ... --exported FILE`, or "
-                  "jax.export.deserialize(open(FILE, 'rb').read()).call(y1, y2) on (1, H, W, 1) float32 lumas.")
+    "export",
+    help="export a stage's luma fusion as a StableHLO program (jax.export)",
+    description="Serialise the Y-channel fusion of a stage with its weights (jax.export, symbolic height and "
+    "width), so that it runs with only jax installed: `fusionjax fuse ... --exported FILE`, or "
+    "jax.export.deserialize(open(FILE, 'rb').read()).call(y1, y2) on (1, H, W, 1) float32 lumas.",
+  )
   export.add_argument("-o", "--out", required=True, help="the file to write (e.g. ivf.jaxexport)")
-  export.add_argument("--ckpt", default=None, help="stage workdir of a trained model; default: the shipped weights")
-  export.add_argument("--task", choices=tasks.TASKS, default=None,
-                      help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP)
+  export.add_argument(
+    "--ckpt", default=None, help="stage workdir of a trained model; default: the shipped weights"
+  )
+  export.add_argument(
+    "--task",
+    choices=tasks.TASKS,
+    default=None,
+    help="the fusion task; picks the shipped stage when --ckpt is not given, else " + _TASK_HELP,
+  )
   return parser
 
 
@@ -154,7 +235,9 @@ def _note(message: str) -> None:
   print(f"fusionjax fuse: note: {message}", file=sys.stderr)
 
 
-def _output_alpha(decoded: Sequence[imageio.DecodedImage], names: Sequence[str], out) -> tuple[np.ndarray | None, list[str]]:
+def _output_alpha(
+  decoded: Sequence[imageio.DecodedImage], names: Sequence[str], out
+) -> tuple[np.ndarray | None, list[str]]:
   """The output's alpha (the smallest source alpha; None when every source is opaque) and its notes."""
   alphas = [(name, d.alpha) for name, d in zip(names, decoded) if d.alpha is not None]
   if not alphas:
@@ -163,8 +246,10 @@ def _output_alpha(decoded: Sequence[imageio.DecodedImage], names: Sequence[str],
   if out.suffix.lower() in imageio.ALPHA_SUFFIXES:
     action = f"{out.name} is transparent where any source is (alpha = the smallest source alpha)"
   else:
-    action = (f"{out.suffix} has no alpha channel, so {out.name} is composited on black where any source is "
-              f"transparent (write {out.stem}.png to keep the alpha)")
+    action = (
+      f"{out.suffix} has no alpha channel, so {out.name} is composited on black where any source is "
+      f"transparent (write {out.stem}.png to keep the alpha)"
+    )
   return alpha, [f"{imageio.transparency_note(name, a)}; {action}." for name, a in alphas]
 
 
@@ -172,12 +257,17 @@ def _load_fusion(args: argparse.Namespace):
   """The model (or exported program) that ``fuse`` and ``export`` use; raises on bad input."""
   if args.task == AUTO:
     if args.ckpt is not None or args.exported is not None:
-      raise ValueError("--task auto picks one of the shipped stages; drop --ckpt/--exported, or name the task.")
+      raise ValueError(
+        "--task auto picks one of the shipped stages; drop --ckpt/--exported, or name the task."
+      )
     return _AutoFusion()
   if args.exported is not None:
     if args.ckpt is not None or args.task is not None:
-      raise ValueError(f"--exported {args.exported} carries its own weights and task; drop --ckpt and --task.")
+      raise ValueError(
+        f"--exported {args.exported} carries its own weights and task; drop --ckpt and --task."
+      )
     from fusionjax import export
+
     return export.load_exported(args.exported)
   return stages.load_model(args.ckpt, task=args.task)
 
@@ -194,6 +284,7 @@ class _AutoFusion:
 
   def model_for(self, images):
     from fusionjax import detect
+
     self.last = detect.detect_task(images)
     self.picked[self.last.task] = self.picked.get(self.last.task, 0) + 1
     if self.last.task not in self.models:
@@ -204,14 +295,29 @@ class _AutoFusion:
 def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, progress=None):
   """``images -> (fused, compiled)`` for a loaded model or exported program (``progress``: tiles done)."""
   if isinstance(fusion, _AutoFusion):
-    return lambda images: _fuse_function(fusion.model_for(images), args, pad_multiple, progress)(images)
+    return lambda images: _fuse_function(fusion.model_for(images), args, pad_multiple, progress)(
+      images
+    )
   if hasattr(fusion, "exported"):
-    return lambda images: fusion.fuse_images(images, tile_size=args.tile_size, tile_overlap=args.overlap,
-                                             grey=args.grey, pad_multiple=pad_multiple)
+    return lambda images: fusion.fuse_images(
+      images,
+      tile_size=args.tile_size,
+      tile_overlap=args.overlap,
+      grey=args.grey,
+      pad_multiple=pad_multiple,
+    )
 
   def fuse(images):
-    fused, info = inference.fuse_images(fusion, images, tile_size=args.tile_size, tile_overlap=args.overlap,
-                                        grey=args.grey, pad_multiple=pad_multiple, progress=progress, with_info=True)
+    fused, info = inference.fuse_images(
+      fusion,
+      images,
+      tile_size=args.tile_size,
+      tile_overlap=args.overlap,
+      grey=args.grey,
+      pad_multiple=pad_multiple,
+      progress=progress,
+      with_info=True,
+    )
     return fused, info.compiled
 
   return fuse
@@ -227,19 +333,25 @@ def _describe(fusion) -> str:
 
 def _check_pad_multiple(value: int | None) -> None:
   if value is not None and value < 1:
-    raise ValueError(f"--pad_multiple must be a positive integer (1 for exact-size fusion), got {value}.")
+    raise ValueError(
+      f"--pad_multiple must be a positive integer (1 for exact-size fusion), got {value}."
+    )
 
 
 def _fuse(args: argparse.Namespace) -> int:
   if args.dirs is not None or args.dataset is not None:
     return _fuse_folders(args)
   if len(args.sources) < 2:
-    return _error(f"fusion needs at least two source images, got {len(args.sources)} (to fuse folders, pass "
-                  "--dirs A_DIR B_DIR).")
+    return _error(
+      f"fusion needs at least two source images, got {len(args.sources)} (to fuse folders, pass "
+      "--dirs A_DIR B_DIR)."
+    )
   if args.ckpt is None and args.task is None and args.exported is None:
-    return _error(f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
-                  "(e.g. `fusionjax fuse vis.png ir.png -o fused.png --task ivf`), or pass --ckpt DIR, the "
-                  "workdir of a stage you trained.")
+    return _error(
+      f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
+      "(e.g. `fusionjax fuse vis.png ir.png -o fused.png --task ivf`), or pass --ckpt DIR, the "
+      "workdir of a stage you trained."
+    )
   try:
     # Everything that can fail on user input runs before anything is written.
     out = inference.check_output_path(args.out, sources=args.sources)
@@ -261,16 +373,22 @@ def _fuse(args: argparse.Namespace) -> int:
       return _error(str(error))
     _note(f"--task auto picked {fusion.last.task}: {fusion.last.reason}.")
     fusion = model
-  fused, _ = _fuse_function(fusion, args, args.pad_multiple, progress=inference.terminal_progress("tiles"))(images)
+  fused, _ = _fuse_function(
+    fusion, args, args.pad_multiple, progress=inference.terminal_progress("tiles")
+  )(images)
   if not np.isfinite(fused).all():
-    return _error(f"the fused image holds NaN or infinite values: the {_describe(fusion)} is damaged or its "
-                  "training diverged; use another checkpoint. Nothing was written.")
+    return _error(
+      f"the fused image holds NaN or infinite values: the {_describe(fusion)} is damaged or its "
+      "training diverged; use another checkpoint. Nothing was written."
+    )
   if alpha is not None and out.suffix.lower() not in imageio.ALPHA_SUFFIXES:
     fused, alpha = fused * alpha[..., None], None  # "Over" a black background.
   try:
     imageio.save_image(out, fused, alpha=alpha)
   except OSError as error:
-    return _error(f"cannot write {out}: {error}. Check that its folder is writable and has free space.")
+    return _error(
+      f"cannot write {out}: {error}. Check that its folder is writable and has free space."
+    )
   print(f"Wrote {out} ({_describe(fusion)}).", file=sys.stderr)
   return 0
 
@@ -278,80 +396,127 @@ def _fuse(args: argparse.Namespace) -> int:
 def _fuse_folders(args: argparse.Namespace) -> int:
   """``fuse --dirs`` / ``fuse --dataset``: every pair into OUT_DIR/<name>.png (exit 1 if some failed)."""
   if args.sources:
-    return _error(f"pass either source images or --dirs/--dataset, not both (got {' '.join(args.sources)}).")
+    return _error(
+      f"pass either source images or --dirs/--dataset, not both (got {' '.join(args.sources)})."
+    )
   if args.dirs is not None and args.dataset is not None:
-    return _error("pass either --dirs (folders paired by file name) or --dataset (a benchmark reader), not both.")
+    return _error(
+      "pass either --dirs (folders paired by file name) or --dataset (a benchmark reader), not both."
+    )
   task = args.task
   try:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
       raise ValueError(f"-o {out} is a file; with --dirs/--dataset, -o names the output folder.")
     if not out.exists() and imageio.is_image_file(out):
-      raise ValueError(f"-o {out} looks like an image file; with --dirs/--dataset, -o names the output folder "
-                       f"(e.g. -o {out.with_suffix('')}).")
+      raise ValueError(
+        f"-o {out} looks like an image file; with --dirs/--dataset, -o names the output folder "
+        f"(e.g. -o {out.with_suffix('')})."
+      )
     tiling.check_tiling(args.tile_size, args.overlap)
     _check_pad_multiple(args.pad_multiple)
     if args.dirs is not None:
       jobs = batch.folder_jobs(args.dirs)
       for folder in args.dirs:
         if out.exists() and Path(folder).resolve() == out.resolve():
-          raise ValueError(f"-o {out} is the source folder {folder}; write the results to another folder.")
+          raise ValueError(
+            f"-o {out} is the source folder {folder}; write the results to another folder."
+          )
     else:
       from fusionjax import data
+
       reader = data.DATASETS.get(args.dataset)
       if reader is None or reader.is_image_set:
         known = sorted(n for n, r in data.DATASETS.items() if not r.is_image_set)
-        raise ValueError(f"unknown --dataset {args.dataset!r}; use one of {', '.join(known)} (or --dirs).")
+        raise ValueError(
+          f"unknown --dataset {args.dataset!r}; use one of {', '.join(known)} (or --dirs)."
+        )
       jobs = batch.dataset_jobs(args.dataset, args.data_dir, args.split)
       task = task or (reader.task if args.ckpt is None and args.exported is None else None)
     if task is None and args.ckpt is None and args.exported is None:
-      raise ValueError(f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
-                       "(e.g. `fusionjax fuse --dirs vis ir -o fused --task ivf`), or pass --ckpt DIR.")
+      raise ValueError(
+        f"say which fusion this is with --task {_TASK_CHOICES} to use the shipped weights "
+        "(e.g. `fusionjax fuse --dirs vis ir -o fused --task ivf`), or pass --ckpt DIR."
+      )
     args.task = task
     fusion = _load_fusion(args)
   except (FileNotFoundError, ValueError) as error:
     return _error(str(error))
   pad_multiple = batch.DEFAULT_PAD_MULTIPLE if args.pad_multiple is None else args.pad_multiple
-  print(f"Fusing {len(jobs)} pairs with the {_describe(fusion)}, inputs padded to a multiple of "
-        f"{pad_multiple}.", file=sys.stderr)
-  report = batch.fuse_jobs(jobs, out, _fuse_function(fusion, args, pad_multiple), overwrite=args.overwrite,
-                           bit_depth=args.bit_depth, progress=not args.no_progress)
+  print(
+    f"Fusing {len(jobs)} pairs with the {_describe(fusion)}, inputs padded to a multiple of "
+    f"{pad_multiple}.",
+    file=sys.stderr,
+  )
+  report = batch.fuse_jobs(
+    jobs,
+    out,
+    _fuse_function(fusion, args, pad_multiple),
+    overwrite=args.overwrite,
+    bit_depth=args.bit_depth,
+    progress=not args.no_progress,
+  )
   for line in report.lines():
     print(line, file=sys.stderr)
   if isinstance(fusion, _AutoFusion) and fusion.picked:
-    print("--task auto picked " + ", ".join(f"{task} for {n} pair{'s' if n != 1 else ''}"
-                                            for task, n in sorted(fusion.picked.items()))
-          + (f" ({fusion.last.reason})" if len(fusion.picked) == 1 else "") + ".", file=sys.stderr)
+    print(
+      "--task auto picked "
+      + ", ".join(
+        f"{task} for {n} pair{'s' if n != 1 else ''}" for task, n in sorted(fusion.picked.items())
+      )
+      + (f" ({fusion.last.reason})" if len(fusion.picked) == 1 else "")
+      + ".",
+      file=sys.stderr,
+    )
   return 1 if report.failed else 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
   """``fusionjax metrics FUSED A B``: every metric of one fused image, with the undefined ones' reasons."""
   from fusionjax import evaluation
+
   if len(args.sources) < 2:
-    return _error(f"give the fused image and at least two sources, got {len(args.sources)} source(s).", "metrics")
+    return _error(
+      f"give the fused image and at least two sources, got {len(args.sources)} source(s).",
+      "metrics",
+    )
   try:
     fused = imageio.load_image(args.fused)
     sources = [imageio.load_image(p) for p in args.sources]
     inference.check_sources(sources, list(args.sources))
     reference = imageio.load_image(args.reference) if args.reference else None
     if reference is not None and reference.shape[:2] != fused.shape[:2]:
-      raise ValueError(f"The reference {args.reference} is {reference.shape[0]}x{reference.shape[1]} (HxW) but the "
-                       f"fused image is {fused.shape[0]}x{fused.shape[1]}; they must have one size.")
+      raise ValueError(
+        f"The reference {args.reference} is {reference.shape[0]}x{reference.shape[1]} (HxW) but the "
+        f"fused image is {fused.shape[0]}x{fused.shape[1]}; they must have one size."
+      )
     scores = evaluation.score_image(fused, sources, reference, convention=args.convention)
   except (FileNotFoundError, ValueError) as error:
     return _error(str(error), "metrics")
-  names = [n for n in evaluation.METRIC_ORDER if n in scores] + [n for n in scores if n not in evaluation.METRIC_ORDER]
+  names = [n for n in evaluation.METRIC_ORDER if n in scores] + [
+    n for n in scores if n not in evaluation.METRIC_ORDER
+  ]
   if args.json:
-    print(json.dumps({"fused": str(args.fused), "sources": [str(p) for p in args.sources],
-                      "reference": args.reference, "convention": args.convention,
-                      "metrics": {n: scores[n].value for n in names},
-                      "undefined": {n: scores[n].reason for n in names if scores[n].value is None}}, indent=2))
+    print(
+      json.dumps(
+        {
+          "fused": str(args.fused),
+          "sources": [str(p) for p in args.sources],
+          "reference": args.reference,
+          "convention": args.convention,
+          "metrics": {n: scores[n].value for n in names},
+          "undefined": {n: scores[n].reason for n in names if scores[n].value is None},
+        },
+        indent=2,
+      )
+    )
     return 0
   height, width = fused.shape[:2]
-  print(f"{args.fused} ({height}x{width}) against {', '.join(map(str, args.sources))}"
-        + (f", reference {args.reference}" if args.reference else "")
-        + f"; `{args.convention}` convention, 8-bit BT.601 luma:")
+  print(
+    f"{args.fused} ({height}x{width}) against {', '.join(map(str, args.sources))}"
+    + (f", reference {args.reference}" if args.reference else "")
+    + f"; `{args.convention}` convention, 8-bit BT.601 luma:"
+  )
   for name in names:
     result = scores[name]
     shown = f"{result.value:.4f}" if result.value is not None else f"undefined: {result.reason}"
@@ -362,12 +527,17 @@ def _metrics(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
   """``fusionjax export``: the stage's luma fusion as a jax.export file."""
   from fusionjax import export
+
   if args.ckpt is None and args.task is None:
-    return _error(f"say which stage to export with --task {_TASK_CHOICES} (the shipped weights) or --ckpt DIR.",
-                  "export")
+    return _error(
+      f"say which stage to export with --task {_TASK_CHOICES} (the shipped weights) or --ckpt DIR.",
+      "export",
+    )
   out = Path(args.out)
   if out.is_dir():
-    return _error(f"-o {out} is a folder; give a file name such as {out / ('model' + export.SUFFIX)}.", "export")
+    return _error(
+      f"-o {out} is a folder; give a file name such as {out / ('model' + export.SUFFIX)}.", "export"
+    )
   try:
     fusion_model = stages.load_model(args.ckpt, task=args.task)
     exported = export.export_fusion(fusion_model)
@@ -376,11 +546,18 @@ def _export(args: argparse.Namespace) -> int:
   try:
     export.save_exported(exported, out)
   except OSError as error:
-    return _error(f"cannot write {out}: {error}. Check that its folder is writable and has free space.", "export")
+    return _error(
+      f"cannot write {out}: {error}. Check that its folder is writable and has free space.",
+      "export",
+    )
   multiple = export.load_exported(out).multiple
-  print(f"Wrote {out} ({out.stat().st_size / 1024:.0f} KiB): the {fusion_model.task} luma fusion of "
-        f"{fusion_model.path} (step {fusion_model.step}) for (1, H, W, 1) float32 inputs, H, W >= {multiple}"
-        + ("; its ColorNet is not included" if fusion_model.colornet is not None else "") + ".", file=sys.stderr)
+  print(
+    f"Wrote {out} ({out.stat().st_size / 1024:.0f} KiB): the {fusion_model.task} luma fusion of "
+    f"{fusion_model.path} (step {fusion_model.step}) for (1, H, W, 1) float32 inputs, H, W >= {multiple}"
+    + ("; its ColorNet is not included" if fusion_model.colornet is not None else "")
+    + ".",
+    file=sys.stderr,
+  )
   return 0
 
 
@@ -415,12 +592,18 @@ def run_absl(main: Callable[[list[str]], None], argv: Sequence[str] | None = Non
     try:
       return flags.FLAGS(args)
     except flags.Error as error:
-      print(f"{Path(args[0]).name}: error: {_one_line(error)}. Pass --helpfull to list the flags.", file=sys.stderr)
+      print(
+        f"{Path(args[0]).name}: error: {_one_line(error)}. Pass --helpfull to list the flags.",
+        file=sys.stderr,
+      )
       sys.exit(USAGE_ERROR)
     except (AttributeError, KeyError) as error:  # ml_collections: --config.<field> names no field.
       listing = " (--print_config lists them)" if "print_config" in flags.FLAGS else ""
-      print(f"{Path(args[0]).name}: error: no config field {str(error).strip(chr(34))} to set; check the "
-            f"--config.<field> flags{listing}.", file=sys.stderr)
+      print(
+        f"{Path(args[0]).name}: error: no config field {str(error).strip(chr(34))} to set; check the "
+        f"--config.<field> flags{listing}.",
+        file=sys.stderr,
+      )
       sys.exit(USAGE_ERROR)
     except SystemExit as exit_:
       # Only the help flags exit while the flags are parsed, all with code 1.
@@ -451,8 +634,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   code = commands[args.command](args)
   if code != USAGE_ERROR:  # A usage error stays one line.
     for old in respelled:
-      print(f"fusionjax {args.command}: note: {old} is deprecated; spell it {DEPRECATED_FLAGS[old]}, as "
-            "train.py and evaluate.py do (the hyphen spelling goes in the next release).", file=sys.stderr)
+      print(
+        f"fusionjax {args.command}: note: {old} is deprecated; spell it {DEPRECATED_FLAGS[old]}, as "
+        "train.py and evaluate.py do (the hyphen spelling goes in the next release).",
+        file=sys.stderr,
+      )
   return code
 
 

@@ -24,6 +24,7 @@ def _xp(x):
   if isinstance(x, np.ndarray) or np.isscalar(x):
     return np
   import jax.numpy as jnp  # Deferred: numpy callers never import JAX.
+
   return jnp
 
 

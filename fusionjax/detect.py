@@ -66,14 +66,26 @@ def detect_task(images: Sequence[np.ndarray]) -> Detection:
     means = [float(y.mean()) for y in lumas]
     gap = max(means) - min(means)
     if gap >= EXPOSURE_GAP:
-      return Detection("meif", f"colour sources whose mean brightness differs by {gap:.3f} (>= {EXPOSURE_GAP}: "
-                               "an exposure bracket)")
-    return Detection("mfif", f"colour sources of the same brightness (mean differs by {gap:.3f} < {EXPOSURE_GAP}: "
-                             "a focus stack)")
+      return Detection(
+        "meif",
+        f"colour sources whose mean brightness differs by {gap:.3f} (>= {EXPOSURE_GAP}: "
+        "an exposure bracket)",
+      )
+    return Detection(
+      "mfif",
+      f"colour sources of the same brightness (mean differs by {gap:.3f} < {EXPOSURE_GAP}: "
+      "a focus stack)",
+    )
   black = [float((y < BLACK_LEVEL).mean()) for y in lumas]
   shown = ", ".join(f"{100 * b:.0f}%" for b in black)
   if min(black) >= BLACK_FRACTION:
-    return Detection("mif", f"a grey source and black background in every source ({shown} of the pixels, >= "
-                            f"{100 * BLACK_FRACTION:.0f}%: medical scans)")
-  return Detection("ivf", f"a grey source without a black background ({shown} black pixels, < "
-                          f"{100 * BLACK_FRACTION:.0f}% in some source: infrared beside visible)")
+    return Detection(
+      "mif",
+      f"a grey source and black background in every source ({shown} of the pixels, >= "
+      f"{100 * BLACK_FRACTION:.0f}%: medical scans)",
+    )
+  return Detection(
+    "ivf",
+    f"a grey source without a black background ({shown} black pixels, < "
+    f"{100 * BLACK_FRACTION:.0f}% in some source: infrared beside visible)",
+  )

@@ -98,18 +98,26 @@ def export_fusion(fusion_model):
     cols = pad_index(width, up(width), up(up(width) + 2 * border))
     pad = lambda y: jnp.asarray(y, jnp.float32)[:, rows][:, :, cols]
     fused = model.apply(variables, pad(y1), pad(y2))
-    return fused[:, border:border + height, border:border + width]
+    return fused[:, border : border + height, border : border + width]
 
-  luma_fusion.__name__ = program_name(fusion_model.task, multiple, fusion_model.colornet is not None)
-  smallest = max(multiple, border + 1)  # Reflecting ``border`` rows needs more than ``border`` rows.
-  height, width = export.symbolic_shape("H, W", constraints=(f"H >= {smallest}", f"W >= {smallest}"))
+  luma_fusion.__name__ = program_name(
+    fusion_model.task, multiple, fusion_model.colornet is not None
+  )
+  smallest = max(
+    multiple, border + 1
+  )  # Reflecting ``border`` rows needs more than ``border`` rows.
+  height, width = export.symbolic_shape(
+    "H, W", constraints=(f"H >= {smallest}", f"W >= {smallest}")
+  )
   spec = jax.ShapeDtypeStruct((1, height, width, 1), jnp.float32)
   try:
     return export.export(jax.jit(luma_fusion))(spec, spec)
   except (TypeError, ValueError, jax.errors.InconclusiveDimensionOperation) as error:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise ValueError(f"Cannot export the {fusion_model.task} network {type(model).__name__} with symbolic "
-                     f"sizes: {first}") from error
+    raise ValueError(
+      f"Cannot export the {fusion_model.task} network {type(model).__name__} with symbolic "
+      f"sizes: {first}"
+    ) from error
 
 
 def save_exported(exported, path: str | os.PathLike) -> Path:
@@ -151,12 +159,18 @@ class ExportedFusion:
 
   def __post_init__(self):
     import jax
+
     self._call = jax.jit(self.exported.call)  # One compilation per input shape.
     self.seen_shapes: set = set()
 
-  def fuse_luma(self, lumas: Sequence[np.ndarray], *, tile_size: int = tiling.DEFAULT_TILE_SIZE,
-                tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None
-                ) -> tuple[np.ndarray, bool]:
+  def fuse_luma(
+    self,
+    lumas: Sequence[np.ndarray],
+    *,
+    tile_size: int = tiling.DEFAULT_TILE_SIZE,
+    tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP,
+    pad_multiple: int | None = None,
+  ) -> tuple[np.ndarray, bool]:
     """Fuses two or more (H, W, 1) lumas in order, tiled above ``tile_size``, as :func:`fusionjax.inference.fuse_luma`.
 
     Returns:
@@ -174,14 +188,25 @@ class ExportedFusion:
 
     fused = np.asarray(lumas[0], np.float32)
     for nxt in lumas[1:]:
-      fused = tiling.tiled_apply(run, [fused, np.asarray(nxt, np.float32)], tile_size=tile_size,
-                                 overlap=tile_overlap, align=align)
+      fused = tiling.tiled_apply(
+        run,
+        [fused, np.asarray(nxt, np.float32)],
+        tile_size=tile_size,
+        overlap=tile_overlap,
+        align=align,
+      )
       fused = np.clip(fused, 0.0, 1.0)
     return fused, compiled
 
-  def fuse_images(self, images: Sequence[np.ndarray], *, tile_size: int = tiling.DEFAULT_TILE_SIZE,
-                  tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP, grey: bool = False,
-                  pad_multiple: int | None = None) -> tuple[np.ndarray, bool]:
+  def fuse_images(
+    self,
+    images: Sequence[np.ndarray],
+    *,
+    tile_size: int = tiling.DEFAULT_TILE_SIZE,
+    tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP,
+    grey: bool = False,
+    pad_multiple: int | None = None,
+  ) -> tuple[np.ndarray, bool]:
     """Fuses images (H, W, 1 | 3) in [0, 1]: the exported luma fusion, rule-based chroma.
 
     Returns:
@@ -190,8 +215,12 @@ class ExportedFusion:
     """
     inference.check_sources(images)
     split = [color.split_luma_chroma(image) for image in images]
-    luma, compiled = self.fuse_luma([y for y, _ in split], tile_size=tile_size, tile_overlap=tile_overlap,
-                                    pad_multiple=pad_multiple)
+    luma, compiled = self.fuse_luma(
+      [y for y, _ in split],
+      tile_size=tile_size,
+      tile_overlap=tile_overlap,
+      pad_multiple=pad_multiple,
+    )
     if grey:
       return luma, compiled
     chroma = inference.fuse_chroma_sources(None, [c for _, c in split], [], use_colornet=False)
@@ -210,18 +239,30 @@ def load_exported(path: str | os.PathLike) -> ExportedFusion:
   """
   path = Path(path)
   if path.is_dir() or not path.is_file():
-    raise FileNotFoundError(f"Exported model {path} not found; write one with `fusionjax export --task TASK -o "
-                            f"{path.name if path.suffix == SUFFIX else 'model' + SUFFIX}`.")
+    raise FileNotFoundError(
+      f"Exported model {path} not found; write one with `fusionjax export --task TASK -o "
+      f"{path.name if path.suffix == SUFFIX else 'model' + SUFFIX}`."
+    )
   from jax import export
+
   try:
     exported = export.deserialize(bytearray(path.read_bytes()))
   except Exception as error:  # pylint: disable=broad-except
     # A damaged or foreign file fails inside the flatbuffer reader with varied exception types.
-    raise ValueError(f"{path} is not a readable jax.export file ({type(error).__name__}: {error}); write it "
-                     "again with `fusionjax export`.") from error
+    raise ValueError(
+      f"{path} is not a readable jax.export file ({type(error).__name__}: {error}); write it "
+      "again with `fusionjax export`."
+    ) from error
   match = _NAME.match(getattr(exported, "fun_name", "") or "")
   if match is None:
-    raise ValueError(f"{path} holds the jax.export program {exported.fun_name!r}, not one written by "
-                     "`fusionjax export`; export the stage with `fusionjax export --task TASK -o FILE`.")
-  return ExportedFusion(exported=exported, path=path, task=match["task"], multiple=int(match["multiple"]),
-                        had_colornet=bool(match["colornet"]))
+    raise ValueError(
+      f"{path} holds the jax.export program {exported.fun_name!r}, not one written by "
+      "`fusionjax export`; export the stage with `fusionjax export --task TASK -o FILE`."
+    )
+  return ExportedFusion(
+    exported=exported,
+    path=path,
+    task=match["task"],
+    multiple=int(match["multiple"]),
+    had_colornet=bool(match["colornet"]),
+  )

@@ -72,9 +72,13 @@ def _check_image_path(path: Path) -> None:
     except OSError:  # An unreadable folder: the message still says what the path is.
       examples = []
     hint = f" (e.g. {path / examples[0]})" if examples else ""
-    raise FileNotFoundError(f"{path} is a folder, not an image file; pass an image file inside it{hint}.")
+    raise FileNotFoundError(
+      f"{path} is a folder, not an image file; pass an image file inside it{hint}."
+    )
   if not path.is_file():
-    raise FileNotFoundError(f"Image file not found: {path}. Check the path (and the data directory flag).")
+    raise FileNotFoundError(
+      f"Image file not found: {path}. Check the path (and the data directory flag)."
+    )
 
 
 def _used_bits(largest: int) -> int:
@@ -82,32 +86,52 @@ def _used_bits(largest: int) -> int:
   return next((bits for bits in BIT_DEPTHS if largest < 2**bits), BIT_DEPTHS[-1])
 
 
-def _wide_grey(levels: np.ndarray, path: Path, bit_depth: int | None) -> tuple[np.ndarray, int, list[str]]:
+def _wide_grey(
+  levels: np.ndarray, path: Path, bit_depth: int | None
+) -> tuple[np.ndarray, int, list[str]]:
   """Scales 16-bit grey levels by the bit depth they hold (detected, or ``bit_depth``)."""
   levels = np.maximum(levels, 0)
   largest = int(levels.max()) if levels.size else 0
   if largest > 65535:
-    raise ValueError(f"{path} holds values up to {largest}, beyond 16 bits; convert it to a 16-bit or 8-bit image.")
+    raise ValueError(
+      f"{path} holds values up to {largest}, beyond 16 bits; convert it to a 16-bit or 8-bit image."
+    )
   if bit_depth is None:
     bits = _used_bits(largest)
-    notes = [] if bits == 16 else [
+    notes = (
+      []
+      if bits == 16
+      else [
         f"{path}: 16-bit image whose values fit in {bits} bits (largest {largest}): read as {bits}-bit data "
-        f"(levels 0-{2**bits - 1}); --bit_depth 16 reads it as full-range 16-bit."]
+        f"(levels 0-{2**bits - 1}); --bit_depth 16 reads it as full-range 16-bit."
+      ]
+    )
   else:
     bits = int(bit_depth)
     if bits not in BIT_DEPTHS:
-      raise ValueError(f"Unknown bit depth {bit_depth}; use one of {', '.join(map(str, BIT_DEPTHS))}.")
+      raise ValueError(
+        f"Unknown bit depth {bit_depth}; use one of {', '.join(map(str, BIT_DEPTHS))}."
+      )
     if largest >= 2**bits:
-      raise ValueError(f"{path} holds values up to {largest}, more than {bits}-bit data can (at most "
-                       f"{2**bits - 1}); pass a larger --bit_depth (at least {_used_bits(largest)}).")
-    notes = [] if bits == 16 else [f"{path}: read as {bits}-bit data (levels 0-{2**bits - 1}), as asked."]
+      raise ValueError(
+        f"{path} holds values up to {largest}, more than {bits}-bit data can (at most "
+        f"{2**bits - 1}); pass a larger --bit_depth (at least {_used_bits(largest)})."
+      )
+    notes = (
+      [] if bits == 16 else [f"{path}: read as {bits}-bit data (levels 0-{2**bits - 1}), as asked."]
+    )
   return levels.astype(np.float32) / float(2**bits - 1), bits, notes
 
 
 def _is_wide_colour_png(image: Image.Image) -> bool:
   """A 16-bit-per-channel colour PNG, which Pillow decodes to 8 bits per channel (the high bytes)."""
   tile = getattr(image, "tile", None) or []
-  return image.format == "PNG" and image.mode in ("RGB", "RGBA") and bool(tile) and ";16" in str(tile[0].args)
+  return (
+    image.format == "PNG"
+    and image.mode in ("RGB", "RGBA")
+    and bool(tile)
+    and ";16" in str(tile[0].args)
+  )
 
 
 def _transparency(image: Image.Image) -> np.ndarray | None:
@@ -116,7 +140,10 @@ def _transparency(image: Image.Image) -> np.ndarray | None:
     return None
   try:
     alpha = np.asarray(image.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
-  except (ValueError, OSError):  # A mode Pillow cannot convert to RGBA: its alpha is unusable anyway.
+  except (
+    ValueError,
+    OSError,
+  ):  # A mode Pillow cannot convert to RGBA: its alpha is unusable anyway.
     return None
   return alpha if alpha.size and alpha.min() < 1.0 else None
 
@@ -126,7 +153,9 @@ def transparency_note(path: str | os.PathLike, alpha: np.ndarray) -> str:
   return f"{path} has transparent pixels ({100.0 * float(np.mean(np.asarray(alpha) < 1.0)):.1f}% not fully opaque)"
 
 
-def read_image(path: str | os.PathLike, *, fold_grey: bool = True, bit_depth: int | None = None) -> DecodedImage:
+def read_image(
+  path: str | os.PathLike, *, fold_grey: bool = True, bit_depth: int | None = None
+) -> DecodedImage:
   """Reads an image file: its pixels in [0, 1], its alpha, and notes on how it was read.
 
   Palette and CMYK images are converted to RGB and EXIF orientation is applied (photographs from
@@ -154,7 +183,9 @@ def read_image(path: str | os.PathLike, *, fold_grey: bool = True, bit_depth: in
       image = ImageOps.exif_transpose(image)
       image.load()
   except (UnidentifiedImageError, OSError, SyntaxError) as error:
-    raise ValueError(f"Cannot read image {path}: {error}. Is it an image file in a format Pillow reads?") from error
+    raise ValueError(
+      f"Cannot read image {path}: {error}. Is it an image file in a format Pillow reads?"
+    ) from error
   alpha = _transparency(image)
   bits = 8
   if image.mode in _WIDE_GREY_MODES:
@@ -173,16 +204,24 @@ def read_image(path: str | os.PathLike, *, fold_grey: bool = True, bit_depth: in
     # Pillow keeps the high byte of each 16-bit channel; with 12-bit data that leaves 4 bits.
     top = int(round(float(array.max()) * 255))
     if top < 16:
-      raise ValueError(f"{path} is a 16-bit colour PNG whose values fit in 12 bits or fewer; Pillow reads colour "
-                       f"PNGs at 8 bits per channel, which would keep {top + 1} of its levels. Save it as 16-bit "
-                       "grey, or as 8-bit colour scaled to its range, and use that.")
-    notes.append(f"{path}: 16-bit colour PNG read at 8 bits per channel (the low byte of each level is dropped).")
+      raise ValueError(
+        f"{path} is a 16-bit colour PNG whose values fit in 12 bits or fewer; Pillow reads colour "
+        f"PNGs at 8 bits per channel, which would keep {top + 1} of its levels. Save it as 16-bit "
+        "grey, or as 8-bit colour scaled to its range, and use that."
+      )
+    notes.append(
+      f"{path}: 16-bit colour PNG read at 8 bits per channel (the low byte of each level is dropped)."
+    )
   if fold_grey and array.shape[-1] == 3 and _channels_equal(array):
     array = array[..., :1]
-  return DecodedImage(pixels=np.ascontiguousarray(array), alpha=alpha, bit_depth=bits, notes=tuple(notes))
+  return DecodedImage(
+    pixels=np.ascontiguousarray(array), alpha=alpha, bit_depth=bits, notes=tuple(notes)
+  )
 
 
-def load_image(path: str | os.PathLike, *, fold_grey: bool = True, bit_depth: int | None = None) -> np.ndarray:
+def load_image(
+  path: str | os.PathLike, *, fold_grey: bool = True, bit_depth: int | None = None
+) -> np.ndarray:
   """Reads an image file as float32 in [0, 1] (the pixels of :func:`read_image`).
 
   Alpha is ignored: the colours stored under transparent pixels are returned as they are, and a
@@ -205,8 +244,10 @@ def load_image(path: str | os.PathLike, *, fold_grey: bool = True, bit_depth: in
   for note in decoded.notes:
     logger.warning("%s", note)
   if decoded.alpha is not None:
-    logger.warning("%s; alpha ignored here: the colours stored under them are used.",
-                   transparency_note(path, decoded.alpha))
+    logger.warning(
+      "%s; alpha ignored here: the colours stored under them are used.",
+      transparency_note(path, decoded.alpha),
+    )
   return decoded.pixels
 
 
@@ -245,17 +286,23 @@ def save_image(path: str | os.PathLike, image: np.ndarray, alpha: np.ndarray | N
   levels = to_uint8(array)
   if alpha is not None:
     if suffix not in ALPHA_SUFFIXES:
-      raise ValueError(f"{path.name} cannot hold an alpha channel; use one of {', '.join(ALPHA_SUFFIXES)}.")
+      raise ValueError(
+        f"{path.name} cannot hold an alpha channel; use one of {', '.join(ALPHA_SUFFIXES)}."
+      )
     alpha = np.asarray(alpha)
     if alpha.shape != array.shape[:2]:
       raise ValueError(f"alpha must be {array.shape[:2]} (H, W), got {alpha.shape}.")
     grey = levels.ndim == 2
-    levels = np.concatenate([levels[..., None] if grey else levels, to_uint8(alpha)[..., None]], axis=-1)
+    levels = np.concatenate(
+      [levels[..., None] if grey else levels, to_uint8(alpha)[..., None]], axis=-1
+    )
     pil = Image.fromarray(levels, mode="LA" if grey else "RGBA")
   else:
     pil = Image.fromarray(levels)
   options = {"quality": 95, "subsampling": 0} if suffix in (".jpg", ".jpeg") else {}
-  return write_atomic(path, lambda tmp: pil.save(tmp, format=Image.registered_extensions()[suffix], **options))
+  return write_atomic(
+    path, lambda tmp: pil.save(tmp, format=Image.registered_extensions()[suffix], **options)
+  )
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

@@ -76,6 +76,7 @@ def terminal_progress(label: str = "tiles", stream=None) -> Callable[[int, int],
     A callback for :func:`tiled_apply` / :func:`fuse_images`, or None when ``stream`` is no TTY.
   """
   import sys
+
   stream = stream if stream is not None else sys.stderr
   if not getattr(stream, "isatty", lambda: False)():
     return None
@@ -87,10 +88,16 @@ def terminal_progress(label: str = "tiles", stream=None) -> Callable[[int, int],
     bar = state.get("bar")
     if bar is None or bar.total != total:
       from tqdm import tqdm
+
       if bar is not None:
         bar.close()
-      bar = state["bar"] = tqdm(total=total, unit=label[:-1] if label.endswith("s") else label, desc=label,
-                                file=stream, leave=False)
+      bar = state["bar"] = tqdm(
+        total=total,
+        unit=label[:-1] if label.endswith("s") else label,
+        desc=label,
+        file=stream,
+        leave=False,
+      )
       bar.n = 0
     bar.update(done - bar.n)
     if done >= total:
@@ -134,8 +141,11 @@ def fusion_network(fusion_model):
 def _compiled(fusion_model) -> _CompiledModel:
   """Returns the cached jitted functions for the model's architecture."""
   network = fusion_network(fusion_model)
-  key = (type(network).__name__, repr(network),
-         repr(fusion_model.colornet) if fusion_model.colornet is not None else None)
+  key = (
+    type(network).__name__,
+    repr(network),
+    repr(fusion_model.colornet) if fusion_model.colornet is not None else None,
+  )
   with _COMPILED_LOCK:
     if key not in _COMPILED:
       _COMPILED[key] = _CompiledModel(network, fusion_model.colornet)
@@ -187,9 +197,16 @@ def _check_luma(y: np.ndarray, name: str) -> np.ndarray:
   return y
 
 
-def fuse_luma(fusion_model, lumas: Sequence[np.ndarray], *, tile_size: int = DEFAULT_TILE_SIZE,
-              tile_overlap: int = DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None,
-              tile_batch: int = 1, progress: Callable[[int, int], None] | None = None) -> LumaFusion:
+def fuse_luma(
+  fusion_model,
+  lumas: Sequence[np.ndarray],
+  *,
+  tile_size: int = DEFAULT_TILE_SIZE,
+  tile_overlap: int = DEFAULT_TILE_OVERLAP,
+  pad_multiple: int | None = None,
+  tile_batch: int = 1,
+  progress: Callable[[int, int], None] | None = None,
+) -> LumaFusion:
   """Fuses two or more luma images with the network, sequentially in the order given.
 
   Args:
@@ -209,12 +226,27 @@ def fuse_luma(fusion_model, lumas: Sequence[np.ndarray], *, tile_size: int = DEF
   """
   lumas = [_check_luma(y, f"source {k + 1}") for k, y in enumerate(lumas)]
   check_sources(lumas)
-  return _fuse_luma(fusion_model, lumas, tile_size=tile_size, tile_overlap=tile_overlap,
-                    pad_multiple=pad_multiple, tile_batch=tile_batch, progress=progress)
+  return _fuse_luma(
+    fusion_model,
+    lumas,
+    tile_size=tile_size,
+    tile_overlap=tile_overlap,
+    pad_multiple=pad_multiple,
+    tile_batch=tile_batch,
+    progress=progress,
+  )
 
 
-def _fuse_luma(fusion_model, lumas: Sequence[np.ndarray], *, tile_size: int, tile_overlap: int,
-               pad_multiple: int | None, tile_batch: int, progress) -> LumaFusion:
+def _fuse_luma(
+  fusion_model,
+  lumas: Sequence[np.ndarray],
+  *,
+  tile_size: int,
+  tile_overlap: int,
+  pad_multiple: int | None,
+  tile_batch: int,
+  progress,
+) -> LumaFusion:
   """:func:`fuse_luma` on checked (H, W, 1) lumas."""
   compiled = _compiled(fusion_model)
   variables = stages.as_variables(fusion_model.params)
@@ -237,8 +269,15 @@ def _fuse_luma(fusion_model, lumas: Sequence[np.ndarray], *, tile_size: int, til
   fused = lumas[0]
   for nxt in lumas[1:]:
     tile_count = 0
-    fused = tiled_apply(run, [fused, nxt], tile_size=tile_size, overlap=tile_overlap, align=align,
-                        batch=tile_batch, progress=progress)
+    fused = tiled_apply(
+      run,
+      [fused, nxt],
+      tile_size=tile_size,
+      overlap=tile_overlap,
+      align=align,
+      batch=tile_batch,
+      progress=progress,
+    )
     fused = np.clip(fused, 0.0, 1.0)
   merged = None
   for stats in stats_seen:
@@ -251,8 +290,10 @@ def _check_same_size(images: Sequence[np.ndarray], names: Sequence[str] | None =
   if len(set(sizes)) > 1:
     labels = names or [f"image {k + 1}" for k in range(len(images))]
     listing = ", ".join(f"{label}: {h}x{w} (HxW)" for label, (h, w) in zip(labels, sizes))
-    raise ValueError(f"All sources must have the same size, got {listing}. Register and resize the "
-                     "sources to a common size first.")
+    raise ValueError(
+      f"All sources must have the same size, got {listing}. Register and resize the "
+      "sources to a common size first."
+    )
 
 
 def check_sources(images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> None:
@@ -271,15 +312,23 @@ def check_sources(images: Sequence[np.ndarray], names: Sequence[str] | None = No
       raise ValueError(f"{label} must be (H, W, 1) or (H, W, 3), got shape {shape}.")
     array = np.asarray(image)
     if array.size and (not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0):
-      raise ValueError(f"{label} must hold finite values in [0, 1] (got range "
-                       f"[{np.nanmin(array):.3g}, {np.nanmax(array):.3g}]); scale 8-bit images by 1/255.")
+      raise ValueError(
+        f"{label} must hold finite values in [0, 1] (got range "
+        f"[{np.nanmin(array):.3g}, {np.nanmax(array):.3g}]); scale 8-bit images by 1/255."
+      )
   _check_same_size(images, labels)
 
 
-def fuse_chroma_sources(fusion_model, chromas: Sequence[np.ndarray | None], lumas_so_far: Sequence[np.ndarray],
-                        *, use_colornet: bool = True, tile_size: int = DEFAULT_TILE_SIZE,
-                        tile_overlap: int = DEFAULT_TILE_OVERLAP, pad_multiple: int | None = None
-                        ) -> np.ndarray | None:
+def fuse_chroma_sources(
+  fusion_model,
+  chromas: Sequence[np.ndarray | None],
+  lumas_so_far: Sequence[np.ndarray],
+  *,
+  use_colornet: bool = True,
+  tile_size: int = DEFAULT_TILE_SIZE,
+  tile_overlap: int = DEFAULT_TILE_OVERLAP,
+  pad_multiple: int | None = None,
+) -> np.ndarray | None:
   """The fused chroma of the sources by the rules in the module docstring.
 
   Args:
@@ -313,17 +362,27 @@ def fuse_chroma_sources(fusion_model, chromas: Sequence[np.ndarray | None], luma
 
     fused = chromas[0]
     for nxt, luma in zip(chromas[1:], lumas_so_far):
-      fused = tiled_apply(run, [fused, nxt, luma], tile_size=tile_size, overlap=tile_overlap, align=align,
-                          batch=1)
+      fused = tiled_apply(
+        run, [fused, nxt, luma], tile_size=tile_size, overlap=tile_overlap, align=align, batch=1
+      )
       fused = np.clip(fused, 0.0, 1.0)
     return fused
   return np.asarray(color.fuse_chroma_many([c.astype(np.float64) for c in coloured]), np.float32)
 
 
-def fuse_images(fusion_model, images: Sequence[np.ndarray], *, tile_size: int = DEFAULT_TILE_SIZE,
-                tile_overlap: int = DEFAULT_TILE_OVERLAP, grey: bool = False,
-                use_colornet: bool = True, pad_multiple: int | None = None, tile_batch: int = 1,
-                progress: Callable[[int, int], None] | None = None, with_info: bool = False):
+def fuse_images(
+  fusion_model,
+  images: Sequence[np.ndarray],
+  *,
+  tile_size: int = DEFAULT_TILE_SIZE,
+  tile_overlap: int = DEFAULT_TILE_OVERLAP,
+  grey: bool = False,
+  use_colornet: bool = True,
+  pad_multiple: int | None = None,
+  tile_batch: int = 1,
+  progress: Callable[[int, int], None] | None = None,
+  with_info: bool = False,
+):
   """Fuses two or more registered images of one size with a fusion network.
 
   Args:
@@ -347,22 +406,44 @@ def fuse_images(fusion_model, images: Sequence[np.ndarray], *, tile_size: int = 
     (H, W, 1); with ``with_info``, ``(fused image, LumaFusion)``.
   """
   check_sources(images)
-  fused, info = _fuse_images(fusion_model, images, tile_size=tile_size, tile_overlap=tile_overlap, grey=grey,
-                             use_colornet=use_colornet, pad_multiple=pad_multiple, tile_batch=tile_batch,
-                             progress=progress)
+  fused, info = _fuse_images(
+    fusion_model,
+    images,
+    tile_size=tile_size,
+    tile_overlap=tile_overlap,
+    grey=grey,
+    use_colornet=use_colornet,
+    pad_multiple=pad_multiple,
+    tile_batch=tile_batch,
+    progress=progress,
+  )
   return (fused, info) if with_info else fused
 
 
-def _fuse_images(fusion_model, images: Sequence[np.ndarray], *, tile_size: int, tile_overlap: int, grey: bool,
-                 use_colornet: bool, pad_multiple: int | None, tile_batch: int, progress
-                 ) -> tuple[np.ndarray, LumaFusion]:
+def _fuse_images(
+  fusion_model,
+  images: Sequence[np.ndarray],
+  *,
+  tile_size: int,
+  tile_overlap: int,
+  grey: bool,
+  use_colornet: bool,
+  pad_multiple: int | None,
+  tile_batch: int,
+  progress,
+) -> tuple[np.ndarray, LumaFusion]:
   """:func:`fuse_images` on checked sources; returns ``(fused image, LumaFusion)``."""
   shapes_before = len(_compiled(fusion_model).seen_shapes)
   split = [color.split_luma_chroma(image) for image in images]
   lumas = [y for y, _ in split]
   chromas = [c for _, c in split]
-  options = dict(tile_size=tile_size, tile_overlap=tile_overlap, pad_multiple=pad_multiple, tile_batch=tile_batch,
-                 progress=progress)
+  options = dict(
+    tile_size=tile_size,
+    tile_overlap=tile_overlap,
+    pad_multiple=pad_multiple,
+    tile_batch=tile_batch,
+    progress=progress,
+  )
   if len(lumas) == 2 or grey or all(c is None for c in chromas) or fusion_model.colornet is None:
     info = _fuse_luma(fusion_model, lumas, **options)
     steps = [info.luma] if len(lumas) == 2 else None
@@ -374,13 +455,27 @@ def _fuse_images(fusion_model, images: Sequence[np.ndarray], *, tile_size: int, 
       step = _fuse_luma(fusion_model, [fused, nxt], **options)
       fused = step.luma
       steps.append(fused)
-      info = step if info is None else LumaFusion(
-          fused, solver_stats.merge_solver_summaries(info.solver_stats, step.solver_stats),
-          info.compiled or step.compiled, max(info.tiles, step.tiles))
+      info = (
+        step
+        if info is None
+        else LumaFusion(
+          fused,
+          solver_stats.merge_solver_summaries(info.solver_stats, step.solver_stats),
+          info.compiled or step.compiled,
+          max(info.tiles, step.tiles),
+        )
+      )
   if grey:
     return info.luma, info
-  chroma = fuse_chroma_sources(fusion_model, chromas, steps or [], use_colornet=use_colornet,
-                               tile_size=tile_size, tile_overlap=tile_overlap, pad_multiple=pad_multiple)
+  chroma = fuse_chroma_sources(
+    fusion_model,
+    chromas,
+    steps or [],
+    use_colornet=use_colornet,
+    tile_size=tile_size,
+    tile_overlap=tile_overlap,
+    pad_multiple=pad_multiple,
+  )
   # A ColorNet call on a new shape compiles too.
   info.compiled = info.compiled or len(_compiled(fusion_model).seen_shapes) > shapes_before
   if chroma is None:
@@ -407,9 +502,16 @@ def load_sources(paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
   return images
 
 
-def fuse_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, *, ckpt,
-               task: str | None = None, tile_size: int = DEFAULT_TILE_SIZE,
-               tile_overlap: int = DEFAULT_TILE_OVERLAP, grey: bool = False) -> Path:
+def fuse_files(
+  paths: Sequence[str | os.PathLike],
+  out_path: str | os.PathLike,
+  *,
+  ckpt,
+  task: str | None = None,
+  tile_size: int = DEFAULT_TILE_SIZE,
+  tile_overlap: int = DEFAULT_TILE_OVERLAP,
+  grey: bool = False,
+) -> Path:
   """Fuses image files and writes the result atomically.
 
   Every check (sources readable and of one size, output suffix, checkpoint present and of the
@@ -438,12 +540,23 @@ def fuse_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, 
   out_path = check_output_path(out_path)
   images = load_sources(paths)
   fusion_model = stages.load_model(ckpt, task=task)
-  fused, _ = _fuse_images(fusion_model, images, tile_size=tile_size, tile_overlap=tile_overlap, grey=grey,
-                          use_colornet=True, pad_multiple=None, tile_batch=1, progress=None)
+  fused, _ = _fuse_images(
+    fusion_model,
+    images,
+    tile_size=tile_size,
+    tile_overlap=tile_overlap,
+    grey=grey,
+    use_colornet=True,
+    pad_multiple=None,
+    tile_batch=1,
+    progress=None,
+  )
   return imageio.save_image(out_path, fused)
 
 
-def check_output_path(out_path: str | os.PathLike, sources: Sequence[str | os.PathLike] = ()) -> Path:
+def check_output_path(
+  out_path: str | os.PathLike, sources: Sequence[str | os.PathLike] = ()
+) -> Path:
   """Checks that ``out_path`` can name an image file (suffix known, not a folder, not a source).
 
   Args:
@@ -459,11 +572,18 @@ def check_output_path(out_path: str | os.PathLike, sources: Sequence[str | os.Pa
   out_path = Path(out_path)
   for source in sources:
     if out_path.resolve() == Path(source).resolve() or (
-        out_path.exists() and Path(source).exists() and os.path.samefile(out_path, source)):
-      raise ValueError(f"Output {out_path} would overwrite source {source}; write the result to another file.")
+      out_path.exists() and Path(source).exists() and os.path.samefile(out_path, source)
+    ):
+      raise ValueError(
+        f"Output {out_path} would overwrite source {source}; write the result to another file."
+      )
   if out_path.is_dir():
-    raise ValueError(f"Output {out_path} is a directory; give a file name such as {out_path / 'fused.png'}.")
+    raise ValueError(
+      f"Output {out_path} is a directory; give a file name such as {out_path / 'fused.png'}."
+    )
   if not imageio.is_image_file(out_path):
-    raise ValueError(f"Output {out_path} has no image suffix; use one of {', '.join(imageio.IMAGE_SUFFIXES)} "
-                     "(e.g. fused.png).")
+    raise ValueError(
+      f"Output {out_path} has no image suffix; use one of {', '.join(imageio.IMAGE_SUFFIXES)} "
+      "(e.g. fused.png)."
+    )
   return out_path

@@ -37,7 +37,9 @@ _SSIM_WINDOW = 11
 def _as_float32_nhwc(x: jax.Array, name: str) -> jax.Array:
   x = jnp.asarray(x)
   if x.ndim != 4:
-    raise ValueError(f"{name} must be an NHWC batch (B, H, W, C); got shape {x.shape}. Add a batch axis with x[None].")
+    raise ValueError(
+      f"{name} must be an NHWC batch (B, H, W, C); got shape {x.shape}. Add a batch axis with x[None]."
+    )
   return x.astype(jnp.float32)
 
 
@@ -62,9 +64,14 @@ def sobel_gradient(image: jax.Array) -> jax.Array:
   kernel_x = jnp.tile(_SOBEL_X[:, :, None, None], (1, 1, 1, channels))  # (3, 3, 1, C)
   kernel_y = jnp.tile(_SOBEL_X.T[:, :, None, None], (1, 1, 1, channels))
   conv = lambda k: jax.lax.conv_general_dilated(
-      padded, k, window_strides=(1, 1), padding="VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-      precision=jax.lax.Precision.HIGHEST)
+    padded,
+    k,
+    window_strides=(1, 1),
+    padding="VALID",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=channels,
+    precision=jax.lax.Precision.HIGHEST,
+  )
   return jnp.abs(conv(kernel_x)) + jnp.abs(conv(kernel_y))
 
 
@@ -83,8 +90,9 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
   _check_same_shape(a, b, "ssim inputs")
   if min(a.shape[1:3]) < _SSIM_WINDOW:
     raise ValueError(
-        f"SSIM uses an {_SSIM_WINDOW}x{_SSIM_WINDOW} window; got spatial size {a.shape[1:3]}. "
-        f"Use crops of at least {_SSIM_WINDOW} pixels (config.data.patch_size).")
+      f"SSIM uses an {_SSIM_WINDOW}x{_SSIM_WINDOW} window; got spatial size {a.shape[1:3]}. "
+      f"Use crops of at least {_SSIM_WINDOW} pixels (config.data.patch_size)."
+    )
   return jnp.mean(pix.ssim(a, b, max_val=1.0))
 
 
@@ -176,8 +184,9 @@ def structure_loss(fused: jax.Array, visible: jax.Array, infrared: jax.Array) ->
   return 2.0 - ssim(fused, visible) - ssim(fused, infrared)
 
 
-def ivf_reconstruction_loss(fused: jax.Array, visible: jax.Array, infrared: jax.Array, *,
-                            beta1: float, beta2: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+def ivf_reconstruction_loss(
+  fused: jax.Array, visible: jax.Array, infrared: jax.Array, *, beta1: float, beta2: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Stage-3 reconstruction loss ``L_int + β1·L_text + β2·L_stru`` (paper eq. 4).
 
   Args:
@@ -192,9 +201,9 @@ def ivf_reconstruction_loss(fused: jax.Array, visible: jax.Array, infrared: jax.
     ``structure`` values.
   """
   terms = {
-      "intensity": intensity_loss(fused, visible, infrared),
-      "texture": texture_loss(fused, visible, infrared),
-      "structure": structure_loss(fused, visible, infrared),
+    "intensity": intensity_loss(fused, visible, infrared),
+    "texture": texture_loss(fused, visible, infrared),
+    "structure": structure_loss(fused, visible, infrared),
   }
   total = terms["intensity"] + beta1 * terms["texture"] + beta2 * terms["structure"]
   return total, terms

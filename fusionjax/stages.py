@@ -58,6 +58,7 @@ class FusionModel:
   def num_params(self) -> int:
     """Number of parameters of the fusion network (ColorNet excluded)."""
     from fusionjax.evaluation import cost  # Deferred: the evaluation package imports the metrics.
+
     return cost.count_parameters(self.params)
 
   @property
@@ -71,7 +72,9 @@ class FusionModel:
     return None if self.colornet_params is None else as_variables(self.colornet_params)
 
 
-def load_fusion_model(path: str | os.PathLike, *, expected_task: str | None = None, step: int | None = None) -> FusionModel:
+def load_fusion_model(
+  path: str | os.PathLike, *, expected_task: str | None = None, step: int | None = None
+) -> FusionModel:
   """Loads a stage checkpoint for inference.
 
   Args:
@@ -92,8 +95,10 @@ def load_fusion_model(path: str | os.PathLike, *, expected_task: str | None = No
   metadata = checkpoints.read_metadata(path, step)
   task = metadata.get("task")
   if expected_task is not None and task != expected_task:
-    raise ValueError(f"Checkpoint {path} was trained for task {task!r}, but {expected_task!r} is needed here. "
-                     "Point to a checkpoint of the right stage.")
+    raise ValueError(
+      f"Checkpoint {path} was trained for task {task!r}, but {expected_task!r} is needed here. "
+      "Point to a checkpoint of the right stage."
+    )
   checkpointer = checkpoints.StageCheckpointer(path, create=False)
   try:
     state, metadata = checkpointer.restore(metadata["step"])
@@ -104,9 +109,16 @@ def load_fusion_model(path: str | os.PathLike, *, expected_task: str | None = No
   if metadata.get("colornet") is not None and "colornet_params" in state:
     colornet = models.ColorNet(**metadata["colornet"])
     colornet_params = state["colornet_params"]
-  return FusionModel(task=task, model=model, params=state["params"], colornet=colornet,
-                     colornet_params=colornet_params, metadata=metadata, path=str(Path(path).absolute()),
-                     step=int(metadata["step"]))
+  return FusionModel(
+    task=task,
+    model=model,
+    params=state["params"],
+    colornet=colornet,
+    colornet_params=colornet_params,
+    metadata=metadata,
+    path=str(Path(path).absolute()),
+    step=int(metadata["step"]),
+  )
 
 
 def stage_for_task(task: str | None) -> str | None:
@@ -141,21 +153,29 @@ def load_model(ckpt=None, *, task: str | None = None) -> FusionModel:
   expected = stage_for_task(task)
   if isinstance(ckpt, FusionModel):
     if expected is not None and ckpt.task != expected:
-      raise ValueError(f"The model was trained for task {ckpt.task!r}, but {task!r} needs a {expected!r} "
-                       "checkpoint. Point to a checkpoint of the right stage.")
+      raise ValueError(
+        f"The model was trained for task {ckpt.task!r}, but {task!r} needs a {expected!r} "
+        "checkpoint. Point to a checkpoint of the right stage."
+      )
     return ckpt
   if is_shipped(ckpt):
     if expected is None:
-      raise ValueError(f"No checkpoint given: name the task ({', '.join(tasks.TASKS)}) to use the shipped weights, "
-                       "or pass the workdir of a trained stage.")
+      raise ValueError(
+        f"No checkpoint given: name the task ({', '.join(tasks.TASKS)}) to use the shipped weights, "
+        "or pass the workdir of a trained stage."
+      )
     return load_fusion_model(weights.shipped_checkpoint(expected), expected_task=expected)
   path = Path(ckpt).expanduser()
   if not path.exists():
-    raise FileNotFoundError(f"Checkpoint directory {path} does not exist. Pass the --workdir of a finished "
-                            "`python train.py` run (e.g. runs/meif).")
+    raise FileNotFoundError(
+      f"Checkpoint directory {path} does not exist. Pass the --workdir of a finished "
+      "`python train.py` run (e.g. runs/meif)."
+    )
   try:
     return load_fusion_model(path, expected_task=expected)
   except ValueError as error:
     if task == "mif" and "needed here" in str(error):
-      raise ValueError(f"{error} Medical fusion uses the multi-exposure (meif) stage, as in the paper.") from error
+      raise ValueError(
+        f"{error} Medical fusion uses the multi-exposure (meif) stage, as in the paper."
+      ) from error
     raise

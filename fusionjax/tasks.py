@@ -32,10 +32,10 @@ STAGE_OF_TASK = {"mfif": "mfif", "meif": "meif", "ivf": "ivf", "mif": "meif"}
 
 #: The order of each task's sources (paper §3.2): every reader, batch and network follows it.
 SOURCE_ORDER = {
-    "mfif": ("near", "far"),
-    "meif": ("under", "over"),
-    "ivf": ("visible", "infrared"),
-    "mif": ("MRI", "other"),
+  "mfif": ("near", "far"),
+  "meif": ("under", "over"),
+  "ivf": ("visible", "infrared"),
+  "mif": ("MRI", "other"),
 }
 
 #: Stages trained with a reference image (1 − SSIM against it); the others have no label.

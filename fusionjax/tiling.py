@@ -55,8 +55,9 @@ def round_up(value: int, multiple: int) -> int:
   return -(-int(value) // multiple) * multiple
 
 
-def tile_grid(length: int, tile_size: int, overlap: int, align: int,
-              split_size: int | None = None) -> TileGrid:
+def tile_grid(
+  length: int, tile_size: int, overlap: int, align: int, split_size: int | None = None
+) -> TileGrid:
   """Splits one axis into aligned, overlapping tiles.
 
   Every tile of a split axis has the full ``tile_size``, so one compiled function serves every
@@ -97,8 +98,10 @@ def check_tiling(tile_size: int, overlap: int) -> None:
   if int(overlap) < 0:
     raise ValueError(f"tile overlap must be >= 0, got {overlap}.")
   if 2 * int(overlap) >= int(tile_size):
-    raise ValueError(f"tile overlap ({overlap}) must be less than half the tile size ({tile_size}); "
-                     "use a larger --tile_size or a smaller --overlap.")
+    raise ValueError(
+      f"tile overlap ({overlap}) must be less than half the tile size ({tile_size}); "
+      "use a larger --tile_size or a smaller --overlap."
+    )
 
 
 def blend_weights(grid: TileGrid, index: int) -> np.ndarray:
@@ -146,10 +149,17 @@ def reflect_pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.pad(array, ((0, 0), (0, pad_w), (0, 0)), mode=mode_w)
 
 
-def tiled_apply(fn: Callable[..., np.ndarray], inputs: Sequence[np.ndarray], *,
-                tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_TILE_OVERLAP,
-                align: int = 1, batch: int | None = None, split_size: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+def tiled_apply(
+  fn: Callable[..., np.ndarray],
+  inputs: Sequence[np.ndarray],
+  *,
+  tile_size: int = DEFAULT_TILE_SIZE,
+  overlap: int = DEFAULT_TILE_OVERLAP,
+  align: int = 1,
+  batch: int | None = None,
+  split_size: int | None = None,
+  progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
   """Applies an image-to-image function tile by tile and blends the tiles without seams.
 
   The inputs are padded by reflection (bottom/right) to a size that the aligned tiles cover; every
@@ -199,9 +209,14 @@ def tiled_apply(fn: Callable[..., np.ndarray], inputs: Sequence[np.ndarray], *,
   total = np.zeros((rows.padded, cols.padded, 1), np.float64)
   step = int(batch or 1)
   for first in range(0, len(tiles), step):
-    chunk = tiles[first:first + step]
-    windows = [(slice(rows.starts[i], rows.starts[i] + rows.tile),
-                slice(cols.starts[j], cols.starts[j] + cols.tile)) for i, j in chunk]
+    chunk = tiles[first : first + step]
+    windows = [
+      (
+        slice(rows.starts[i], rows.starts[i] + rows.tile),
+        slice(cols.starts[j], cols.starts[j] + cols.tile),
+      )
+      for i, j in chunk
+    ]
     outs = np.asarray(call(*(np.stack([a[w] for w in windows]) for a in padded)), np.float64)
     for (i, j), window, tile_out in zip(chunk, windows, outs):
       weight = np.outer(blend_weights(rows, i), blend_weights(cols, j))[..., None]

@@ -42,9 +42,13 @@ def export_stage(workdir: Path, dest: Path) -> dict:
   try:
     with checkpoints.StageCheckpointer(staging, max_to_keep=1) as target:
       target.save(int(metadata["step"]), state, metadata, force=True)
-    loaded = checkpoints.load_fusion_model(staging, expected_task=metadata["task"])  # Read back before replacing.
+    loaded = checkpoints.load_fusion_model(
+      staging, expected_task=metadata["task"]
+    )  # Read back before replacing.
     if loaded.step != int(metadata["step"]):
-      raise RuntimeError(f"Export of {workdir} read back step {loaded.step}, expected {metadata['step']}.")
+      raise RuntimeError(
+        f"Export of {workdir} read back step {loaded.step}, expected {metadata['step']}."
+      )
     if dest.exists():
       shutil.rmtree(dest)
     staging.rename(dest)
@@ -57,7 +61,9 @@ def export_stage(workdir: Path, dest: Path) -> dict:
 def copy_logs(runs: Path, dest: Path) -> list[str]:
   """Copies ``runs/<run>/metrics.jsonl`` and the run's latest metadata to ``dest/<run>/``; returns the runs."""
   copied = []
-  for run in sorted(p for p in runs.iterdir() if (p / "metrics.jsonl").is_file() and (p / "checkpoints").is_dir()):
+  for run in sorted(
+    p for p in runs.iterdir() if (p / "metrics.jsonl").is_file() and (p / "checkpoints").is_dir()
+  ):
     target = dest / run.name
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "metrics.jsonl", target / "metrics.jsonl")
@@ -68,11 +74,17 @@ def copy_logs(runs: Path, dest: Path) -> list[str]:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("runs", help="folder holding one workdir per stage (runs/cpu)")
-  parser.add_argument("--name", default=weights.DEFAULT, help="weight-set name (default %(default)s)")
+  parser.add_argument(
+    "--name", default=weights.DEFAULT, help="weight-set name (default %(default)s)"
+  )
   parser.add_argument("--stages", default="mfif,meif,ivf")
-  parser.add_argument("--logs", default=None, help="also copy every run's metrics.jsonl and metadata here")
+  parser.add_argument(
+    "--logs", default=None, help="also copy every run's metrics.jsonl and metadata here"
+  )
   args = parser.parse_args(argv)
   for stage in args.stages.split(","):
     workdir = Path(args.runs) / stage
@@ -80,10 +92,16 @@ def main(argv=None) -> None:
       parser.error(f"{workdir} has no checkpoints; train the stage first (results/train_cpu.sh).")
   for stage in args.stages.split(","):
     metadata = export_stage(Path(args.runs) / stage, weights.WEIGHTS_DIR / args.name / stage)
-    size = sum(f.stat().st_size for f in (weights.WEIGHTS_DIR / args.name / stage).rglob("*") if f.is_file())
-    print(f"{stage}: step {metadata['step']} -> {weights.WEIGHTS_DIR / args.name / stage} ({size / 1024:.0f} KiB)")
+    size = sum(
+      f.stat().st_size for f in (weights.WEIGHTS_DIR / args.name / stage).rglob("*") if f.is_file()
+    )
+    print(
+      f"{stage}: step {metadata['step']} -> {weights.WEIGHTS_DIR / args.name / stage} ({size / 1024:.0f} KiB)"
+    )
   if args.logs:
-    print(f"Training logs of {', '.join(copy_logs(Path(args.runs), Path(args.logs)))} -> {args.logs}")
+    print(
+      f"Training logs of {', '.join(copy_logs(Path(args.runs), Path(args.logs)))} -> {args.logs}"
+    )
 
 
 if __name__ == "__main__":

@@ -84,24 +84,35 @@ def pack(data_dir: Path, out: Path, quality: int, max_side: int) -> tuple[int, i
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("data_dir", type=Path, help="a data root (clean_natural/, sice16/, roadscene/, ...)")
-  parser.add_argument("--out", type=Path, default=Path("runs/gpu_data"), help="the pack's folder (replaced)")
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "data_dir", type=Path, help="a data root (clean_natural/, sice16/, roadscene/, ...)"
+  )
+  parser.add_argument(
+    "--out", type=Path, default=Path("runs/gpu_data"), help="the pack's folder (replaced)"
+  )
   parser.add_argument("--max_side", type=int, default=640, help="longer side of the packed images")
-  parser.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images, 1-100")
+  parser.add_argument(
+    "--quality", type=int, default=90, help="JPEG quality of re-encoded images, 1-100"
+  )
   parser.add_argument("--max_mib", type=float, default=48.0, help="fail when the pack is larger")
   args = parser.parse_args(argv)
   if not args.data_dir.is_dir():
-    print(f"error: {args.data_dir} is not a folder; pass the data root that holds clean_natural/.",
-          file=sys.stderr)
+    print(
+      f"error: {args.data_dir} is not a folder; pass the data root that holds clean_natural/.",
+      file=sys.stderr,
+    )
     return 2
   if not 1 <= args.quality <= 100:
     print(f"error: --quality must be 1-100, got {args.quality}.", file=sys.stderr)
     return 2
   if args.max_side < 128:
-    print(f"error: --max_side must be at least 128 (the crop size of the full configs), got {args.max_side}.",
-          file=sys.stderr)
+    print(
+      f"error: --max_side must be at least 128 (the crop size of the full configs), got {args.max_side}.",
+      file=sys.stderr,
+    )
     return 2
   if args.out.exists():
     shutil.rmtree(args.out)
@@ -115,8 +126,10 @@ def main(argv=None) -> int:
   print(f"Packed {files} images into {args.out} ({mib:.1f} MiB, JPEG quality {args.quality}).")
   if mib > args.max_mib:
     shutil.rmtree(args.out)
-    print(f"error: the pack is {mib:.1f} MiB, over --max_mib {args.max_mib}; lower --max_side or --quality.",
-          file=sys.stderr)
+    print(
+      f"error: the pack is {mib:.1f} MiB, over --max_mib {args.max_mib}; lower --max_side or --quality.",
+      file=sys.stderr,
+    )
     return 2
   return 0
 

@@ -24,16 +24,20 @@ def test_border_equals_fusing_the_reflected_image_and_cropping(name):
   config = dict(TINY, name=name, num_units=2) if name == "frufn" else dict(TINY, name=name)
   model = models.create_model(config)
   rng = np.random.default_rng(0)
-  y1, y2 = (jnp.asarray(rng.random((1, 21, 30, 1)), jnp.float32) for _ in range(2))  # odd, non-square
+  y1, y2 = (
+    jnp.asarray(rng.random((1, 21, 30, 1)), jnp.float32) for _ in range(2)
+  )  # odd, non-square
   variables = _jit(model.init)(jax.random.PRNGKey(0), y1, y2)
   b = 5
   fused, state = _apply(model.clone(border=b), variables, y1, y2)
   reflect = lambda y: jnp.pad(y, ((0, 0), (b, b), (b, b), (0, 0)), mode="reflect")
   whole, whole_state = _apply(model, variables, reflect(y1), reflect(y2))
   assert fused.shape == y1.shape
-  np.testing.assert_allclose(fused, whole[:, b:b + 21, b:b + 30], atol=1e-6)
+  np.testing.assert_allclose(fused, whole[:, b : b + 21, b : b + 30], atol=1e-6)
   mask = state["intermediates"]["mask"][0]
-  np.testing.assert_allclose(mask, whole_state["intermediates"]["mask"][0][:, b:b + 21, b:b + 30], atol=1e-6)
+  np.testing.assert_allclose(
+    mask, whole_state["intermediates"]["mask"][0][:, b : b + 21, b : b + 30], atol=1e-6
+  )
   # The border changes the result near the edges only when the network is not already exact there.
   plain, _ = _apply(model, variables, y1, y2)
   assert float(jnp.max(jnp.abs(plain - fused))) > 0
@@ -56,9 +60,15 @@ def test_pad_with_border_and_crop_round_trip():
 # ---------------------------------------------------------------- the shipped weights on real pairs
 
 # Every real pair shipped in the package, with the task whose shipped stage fuses it.
-SHIPPED_PAIRS = [("tno", "test", "ivf"), ("roadscene", "all", "ivf"), ("lytro", "test", "mfif"),
-                 ("mefb", "test", "meif"), ("sice", "train", "meif"), ("harvard_mri_ct", "test", "mif"),
-                 ("harvard_mri_spect", "test", "mif")]
+SHIPPED_PAIRS = [
+  ("tno", "test", "ivf"),
+  ("roadscene", "all", "ivf"),
+  ("lytro", "test", "mfif"),
+  ("mefb", "test", "meif"),
+  ("sice", "train", "meif"),
+  ("harvard_mri_ct", "test", "mif"),
+  ("harvard_mri_spect", "test", "mif"),
+]
 
 
 def frame_statistics(luma: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -71,7 +81,7 @@ def frame_statistics(luma: np.ndarray) -> dict[str, tuple[float, float]]:
   result = {}
   for side, image in sides.items():
     rows = image.mean(axis=1)
-    step = lambda r: rows[r:r + 4].mean() - rows[r + 4:r + 12].mean()
+    step = lambda r: rows[r : r + 4].mean() - rows[r + 4 : r + 12].mean()
     inside = np.abs([step(r) for r in range(12, len(rows) - 24)])
     result[side] = (float(step(0)), float(np.percentile(inside, 90)))
   return result
@@ -79,6 +89,7 @@ def frame_statistics(luma: np.ndarray) -> dict[str, tuple[float, float]]:
 
 def _grey_levels(image: np.ndarray) -> np.ndarray:
   from fusionjax import color
+
   return color.split_luma_chroma(image)[0][..., 0] * 255
 
 
@@ -86,10 +97,15 @@ def _fuse_shipped(dataset, split, task):
   """Yields (pair name, grey levels of each source, grey levels of the fused image) for each sample pair."""
   from fusionjax import imageio, inference, stages
   from fusionjax.data import readers, sample_pairs
+
   model = stages.load_model(None, task=task)
   for pair in readers.list_pairs(dataset, sample_pairs.samples_dir(), split):
     images = [imageio.load_image(path) for path in pair.sources]
-    yield pair.name, [_grey_levels(image) for image in images], _grey_levels(inference.fuse_images(model, images))
+    yield (
+      pair.name,
+      [_grey_levels(image) for image in images],
+      _grey_levels(inference.fuse_images(model, images)),
+    )
 
 
 def _frames(sources, fused) -> dict[str, float]:
@@ -115,8 +131,9 @@ def test_no_frame_round_the_shipped_stages_outputs(dataset, split, task):
   for name, sources, fused in _fuse_shipped(dataset, split, task):
     frames = _frames(sources, fused)
     assert max(frames.values()) < 1, (
-        f"{dataset} {name}: the outer 4-px band differs from the band inside it by more than the sources' "
-        f"bands do, beyond the image's own band-to-band variation (excess per side, in units of it: {frames})")
+      f"{dataset} {name}: the outer 4-px band differs from the band inside it by more than the sources' "
+      f"bands do, beyond the image's own band-to-band variation (excess per side, in units of it: {frames})"
+    )
 
 
 @pytest.mark.slow
@@ -124,6 +141,7 @@ def test_without_the_border_the_frame_shows(monkeypatch):
   # The control: the same shipped stage on the same pair, with the convolutions' zero padding at the
   # image edges (BORDER 0), shows the frame that the test above rules out.
   from fusionjax import inference
+
   monkeypatch.setattr(inference, "BORDER", 0)
-  (name, sources, fused), = _fuse_shipped("tno", "test", "ivf")
+  ((name, sources, fused),) = _fuse_shipped("tno", "test", "ivf")
   assert max(_frames(sources, fused).values()) > 2

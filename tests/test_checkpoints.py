@@ -10,13 +10,24 @@ from fusionjax import checkpoints
 
 
 def _state():
-  params = {"layer": {"kernel": jnp.asarray(np.random.default_rng().normal(size=(3, 4)), jnp.float32)}}
-  return {"step": np.asarray(5), "params": params, "opt_state": optax.adam(1e-3).init(params),
-          "rng": jax.random.key_data(jax.random.key(1))}
+  params = {
+    "layer": {"kernel": jnp.asarray(np.random.default_rng().normal(size=(3, 4)), jnp.float32)}
+  }
+  return {
+    "step": np.asarray(5),
+    "params": params,
+    "opt_state": optax.adam(1e-3).init(params),
+    "rng": jax.random.key_data(jax.random.key(1)),
+  }
 
 
 def _metadata(task, teacher=None):
-  return {"format": checkpoints.FORMAT, "task": task, "teacher": teacher, "workdir": f"/runs/{task}"}
+  return {
+    "format": checkpoints.FORMAT,
+    "task": task,
+    "teacher": teacher,
+    "workdir": f"/runs/{task}",
+  }
 
 
 def test_save_restore_round_trip(tmp_path):
@@ -28,13 +39,18 @@ def test_save_restore_round_trip(tmp_path):
     assert ckpt.all_steps() == [2, 3] and ckpt.latest_step() == 3
     restored, metadata = ckpt.restore(state_template=state)
   assert metadata["step"] == 3 and metadata["task"] == "mfif"
-  np.testing.assert_array_equal(restored["params"]["layer"]["kernel"], state["params"]["layer"]["kernel"])
+  np.testing.assert_array_equal(
+    restored["params"]["layer"]["kernel"], state["params"]["layer"]["kernel"]
+  )
   assert jax.tree.structure(restored["opt_state"]) == jax.tree.structure(state["opt_state"])
 
 
 def test_lineage_from_last_stage_alone(tmp_path):
   stage1 = dict(_metadata("mfif"), step=10)
-  stage2 = dict(_metadata("meif", {"path": "/runs/mfif", "step": 10, "task": "mfif", "metadata": stage1}), step=20)
+  stage2 = dict(
+    _metadata("meif", {"path": "/runs/mfif", "step": 10, "task": "mfif", "metadata": stage1}),
+    step=20,
+  )
   stage3 = _metadata("ivf", {"path": "/runs/meif", "step": 20, "task": "meif", "metadata": stage2})
   with checkpoints.StageCheckpointer(tmp_path) as ckpt:
     ckpt.save(30, _state(), stage3, force=True)

@@ -19,8 +19,11 @@ def test_round_trip_and_known_values():
 
 def test_matches_jax_namespace():
   import jax.numpy as jnp
+
   rgb = np.random.default_rng().random((4, 3, 3)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(color.rgb_to_ycrcb(jnp.asarray(rgb))), color.rgb_to_ycrcb(rgb), atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(color.rgb_to_ycrcb(jnp.asarray(rgb))), color.rgb_to_ycrcb(rgb), atol=1e-6
+  )
 
 
 def test_fuse_chroma_rule():

@@ -71,11 +71,14 @@ def assert_batches_equal(a, b):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-@pytest.mark.parametrize("task, keys", [
+@pytest.mark.parametrize(
+  "task, keys",
+  [
     ("mfif", {"y1", "y2", "reference"}),
     ("meif", {"y1", "y2", "reference", "crcb1", "crcb2", "reference_crcb"}),
     ("ivf", {"y1", "y2"}),
-])
+  ],
+)
 def test_batch_keys_shapes_ranges(data_root, task, keys):
   print("seed", SEED)
   source = make_training_source(task, config_for(task, data_root))
@@ -136,15 +139,22 @@ def test_dropped_iterator_stops_its_thread(data_root):
   del iterator
   gc.collect()
   deadline = time.monotonic() + 5.0
-  while any(t.name == "fusionjax-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
+  while (
+    any(t.name == "fusionjax-prefetch" for t in threading.enumerate())
+    and time.monotonic() < deadline
+  ):
     time.sleep(0.05)
   assert not any(t.name == "fusionjax-prefetch" for t in threading.enumerate())
 
 
 def test_processes_split_the_global_batch(data_root):
   whole = make_training_source("mfif", config_for("mfif", data_root)).batch(3)
-  parts = [make_training_source("mfif", config_for("mfif", data_root), process_index=i, process_count=2).batch(3)
-           for i in range(2)]
+  parts = [
+    make_training_source(
+      "mfif", config_for("mfif", data_root), process_index=i, process_count=2
+    ).batch(3)
+    for i in range(2)
+  ]
   for key in whole:
     np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
   with pytest.raises(ValueError, match="not divisible by the 3 processes"):
@@ -163,7 +173,9 @@ def test_same_crop_and_transform_for_every_image_of_an_item(tmp_path):
     save(tmp_path / "roadscene" / "crop_LR_visible" / f"{k}.png", visible)
     save(tmp_path / "roadscene" / "cropinfrared" / f"{k}.png", infrared)
   (tmp_path / "roadscene" / "test50.txt").write_text("")
-  meif = make_training_source("meif", config_for("meif", tmp_path, synthetic_fraction=0.0, batch_size=8))
+  meif = make_training_source(
+    "meif", config_for("meif", tmp_path, synthetic_fraction=0.0, batch_size=8)
+  )
   ivf = make_training_source("ivf", config_for("ivf", tmp_path, batch_size=8))
   for step in range(3):
     batch = meif.batch(step)
@@ -175,8 +187,9 @@ def test_same_crop_and_transform_for_every_image_of_an_item(tmp_path):
     batch = ivf.batch(step)
     assert np.abs(batch["y1"] - batch["y2"]).max() <= 0.5 / 255 + 1e-6
   # Augmented crops are flips/rotations of the plain crops at the same place, not all the identity.
-  plain = make_training_source("meif", config_for("meif", tmp_path, synthetic_fraction=0.0, augment=False,
-                                                  batch_size=8))
+  plain = make_training_source(
+    "meif", config_for("meif", tmp_path, synthetic_fraction=0.0, augment=False, batch_size=8)
+  )
   transformed = 0
   for step in range(3):
     for augmented, original in zip(meif.batch(step)["y1"], plain.batch(step)["y1"]):
@@ -189,7 +202,9 @@ def test_same_crop_and_transform_for_every_image_of_an_item(tmp_path):
 
 def test_grey_photographs_get_neutral_chroma(tmp_path):
   save(tmp_path / "clean_natural" / "grey.png", random_pixels(np.random.default_rng(2), 24, 30, 1))
-  batch = make_training_source("meif", config_for("meif", tmp_path, synthetic_fraction=1.0)).batch(0)
+  batch = make_training_source("meif", config_for("meif", tmp_path, synthetic_fraction=1.0)).batch(
+    0
+  )
   for key in ("crcb1", "crcb2", "reference_crcb"):
     np.testing.assert_array_equal(batch[key], 0.5)
   assert batch["y1"].mean() < batch["reference"].mean() < batch["y2"].mean()
@@ -211,21 +226,29 @@ def test_real_mff_mixing(data_root, tmp_path):
     save(tmp_path / "imageB" / f"{name}_B.png", pixels)
     save(tmp_path / "Fusion" / f"{name}_F.png", pixels)
   only_real = make_training_source(
-      "mfif", config_for("mfif", data_root, real_mff_dir=str(tmp_path), real_mff_fraction=1.0))
+    "mfif", config_for("mfif", data_root, real_mff_dir=str(tmp_path), real_mff_fraction=1.0)
+  )
   batch = only_real.batch(0)
   np.testing.assert_array_equal(batch["y1"], batch["reference"])
   mixed = make_training_source("mfif", config_for("mfif", data_root, real_mff_dir=str(tmp_path)))
-  assert "Real-MFF: 2 items, 50%" in mixed.describe() and "clean_natural): 5 items, 50%" in mixed.describe()
+  assert (
+    "Real-MFF: 2 items, 50%" in mixed.describe()
+    and "clean_natural): 5 items, 50%" in mixed.describe()
+  )
 
 
 def test_max_images_caps_each_set(data_root):
   source = make_training_source("meif", config_for("meif", data_root, max_images=2))
-  assert "SICE train: 2 items" in source.describe() and "clean_natural): 2 items" in source.describe()
+  assert (
+    "SICE train: 2 items" in source.describe() and "clean_natural): 2 items" in source.describe()
+  )
 
 
 def test_config_errors_name_the_field(data_root):
   config = default_data_config("mfif")
-  with pytest.raises(ValueError, match=r"config\.data\.data_dir is not set: set --config\.data\.data_dir"):
+  with pytest.raises(
+    ValueError, match=r"config\.data\.data_dir is not set: set --config\.data\.data_dir"
+  ):
     make_training_source("mfif", config)
   with pytest.raises(ValueError, match=r"Unknown data config field config\.data\.bach_size"):
     make_training_source("mfif", {"data_dir": str(data_root), "bach_size": 3})
@@ -241,14 +264,18 @@ def test_config_errors_name_the_field(data_root):
     make_training_source("ivf", {"data_dir": str(data_root)}).batch(-1)
   # A plain dict and a ConfigDict are the same config.
   as_dict = make_training_source("mfif", {"data_dir": str(data_root), "batch_size": 2}).batch(4)
-  as_config = make_training_source("mfif", ml_collections.ConfigDict(
-      {"data_dir": str(data_root), "batch_size": 2})).batch(4)
+  as_config = make_training_source(
+    "mfif", ml_collections.ConfigDict({"data_dir": str(data_root), "batch_size": 2})
+  ).batch(4)
   assert_batches_equal(as_dict, as_config)
 
 
 def test_shard_batch():
   rng = np.random.default_rng(SEED)
-  batch = {"y1": rng.random((6, 5, 7, 1), dtype=np.float32), "crcb1": rng.random((6, 5, 7, 2), dtype=np.float32)}
+  batch = {
+    "y1": rng.random((6, 5, 7, 1), dtype=np.float32),
+    "crcb1": rng.random((6, 5, 7, 2), dtype=np.float32),
+  }
   sharded = shard_batch(batch, 3)
   assert sharded["y1"].shape == (3, 2, 5, 7, 1) and sharded["crcb1"].shape == (3, 2, 5, 7, 2)
   np.testing.assert_array_equal(sharded["y1"][1, 0], batch["y1"][2])

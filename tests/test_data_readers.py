@@ -8,29 +8,33 @@ import pytest
 from PIL import Image
 
 from fusionjax.data import (
-    DATASETS,
-    Pair,
-    dataset_dir,
-    folder_pairs,
-    image_header,
-    list_images,
-    list_pairs,
-    list_sample_pairs,
-    load_pair,
-    sample_pair,
-    sample_path,
-    samples_dir,
-    validate_pairs,
+  DATASETS,
+  Pair,
+  dataset_dir,
+  folder_pairs,
+  image_header,
+  list_images,
+  list_pairs,
+  list_sample_pairs,
+  load_pair,
+  sample_pair,
+  sample_path,
+  samples_dir,
+  validate_pairs,
 )
 from fusionjax.imageio import load_image
 from shared_data import SHARED_DATA
 
 DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"benchmark images not found at {DATA} (set FUSIONJAX_TEST_DATA to a copy)")
+  not DATA.is_dir(),
+  reason=f"benchmark images not found at {DATA} (set FUSIONJAX_TEST_DATA to a copy)",
+)
 
 
-def write_image(path: Path, height: int, width: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+def write_image(
+  path: Path, height: int, width: int, channels: int = 3, seed: int = 0
+) -> np.ndarray:
   """Writes a random uint8 image (grey when channels == 1) and returns its pixels."""
   rng = np.random.default_rng(seed)
   shape = (height, width) if channels == 1 else (height, width, channels)
@@ -50,8 +54,11 @@ def make_tno(root: Path, names=("01", "02", "03"), height=16, width=24) -> Path:
 # ---------------------------------------------------------------------------------------------------
 # Real benchmark layouts
 
+
 @needs_data
-@pytest.mark.parametrize("dataset, split, count", [
+@pytest.mark.parametrize(
+  "dataset, split, count",
+  [
     ("tno", None, 42),
     ("roadscene", "test", 50),
     ("roadscene", "train", 171),
@@ -65,7 +72,8 @@ def make_tno(root: Path, names=("01", "02", "03"), height=16, width=24) -> Path:
     ("sice", "test", 5),
     ("harvard_mri_ct", None, 21),
     ("harvard_mri_spect", None, 73),
-])
+  ],
+)
 def test_real_counts(dataset, split, count):
   pairs = list_pairs(dataset, DATA, split)
   assert len(pairs) == count
@@ -88,10 +96,15 @@ def test_real_source_order_and_names():
   test_names = {p.name for p in list_pairs("roadscene", DATA, "test")}
   train_names = {p.name for p in list_pairs("roadscene", DATA, "train")}
   assert not test_names & train_names and len(test_names | train_names) == 221
-  listed = {Path(line.strip()).stem for line in (DATA / "roadscene" / "test50.txt").read_text().split()}
+  listed = {
+    Path(line.strip()).stem for line in (DATA / "roadscene" / "test50.txt").read_text().split()
+  }
   assert test_names == listed
   lytro = list_pairs("lytro", DATA)
-  assert lytro[0].name == "lytro-01" and [s.name for s in lytro[0].sources] == ["lytro-01-A.jpg", "lytro-01-B.jpg"]
+  assert lytro[0].name == "lytro-01" and [s.name for s in lytro[0].sources] == [
+    "lytro-01-A.jpg",
+    "lytro-01-B.jpg",
+  ]
   triple = list_pairs("lytro_triple", DATA)[0]
   assert [s.name[-5] for s in triple.sources] == ["A", "B", "C"]
   assert triple.sources[0].parent.name == "Triple Series"
@@ -101,7 +114,10 @@ def test_real_source_order_and_names():
   assert mefb["garage"].sources[0].name == "Garage_A.jpg"
   assert {s.suffix.lower() for p in mefb.values() for s in p.sources} == {".jpg", ".png", ".tif"}
   sice = list_pairs("sice", DATA, "test")[0]
-  assert [s.parent.name for s in sice.sources] == ["under", "over"] and sice.reference.parent.name == "reference"
+  assert [s.parent.name for s in sice.sources] == [
+    "under",
+    "over",
+  ] and sice.reference.parent.name == "reference"
   origin = list_pairs("mfi_whu", DATA, "origin20")
   assert [p.name for p in origin[:3]] == ["1", "2", "3"]  # natural order
   spect = list_pairs("harvard_mri_spect", DATA)[0]
@@ -126,13 +142,17 @@ def test_real_clean_natural_and_loading():
     list_pairs("clean_natural", DATA)
   # TNO stores grey as three channels: the loader folds them to one.
   loaded = load_pair(list_pairs("tno", DATA)[36])
-  assert [s.shape for s in loaded.sources] == [(247, 359, 1), (247, 359, 1)] and loaded.reference is None
+  assert [s.shape for s in loaded.sources] == [
+    (247, 359, 1),
+    (247, 359, 1),
+  ] and loaded.reference is None
   road = load_pair(list_pairs("roadscene", DATA, "test")[0])
   assert road.sources[0].shape[-1] == 3 and road.sources[1].shape[-1] == 1
 
 
 # ---------------------------------------------------------------------------------------------------
 # Built trees: Real-MFF, folders, every layout's bad data
+
 
 def test_real_mff_tree(tmp_path):
   root = tmp_path / "Real-MFF"
@@ -195,7 +215,9 @@ def test_truncated_file_passes_header_and_fails_on_load_with_its_name(tmp_path):
 def test_size_mismatch_is_named(tmp_path):
   root = make_tno(tmp_path / "tno")
   write_image(root / "ir" / "03.png", 17, 24, 1)
-  with pytest.raises(ValueError, match=r"pair '03' mixes image sizes.*vi/03\.png is 16x24.*ir/03\.png is 17x24"):
+  with pytest.raises(
+    ValueError, match=r"pair '03' mixes image sizes.*vi/03\.png is 16x24.*ir/03\.png is 17x24"
+  ):
     list_pairs("tno", root)
   pairs = list_pairs("tno", root, validate=False)
   with pytest.raises(ValueError, match=r"mixes image sizes.*ir/03\.png is 17x24"):
@@ -205,7 +227,9 @@ def test_size_mismatch_is_named(tmp_path):
 def test_missing_partner_is_named(tmp_path):
   root = make_tno(tmp_path / "tno")
   write_image(root / "ir" / "04.png", 16, 24, 1)
-  with pytest.raises(ValueError, match=r"ir/04\.png has no partner named 04\.<image suffix> in .*vi"):
+  with pytest.raises(
+    ValueError, match=r"ir/04\.png has no partner named 04\.<image suffix> in .*vi"
+  ):
     list_pairs("tno", root)
 
 
@@ -215,13 +239,19 @@ def test_all_problems_reported_at_once(tmp_path):
   write_image(root / "ir" / "02.png", 3, 3, 1)
   with pytest.raises(ValueError) as error:
     list_pairs("tno", root)
-  assert "2 bad pairs" in str(error.value) and "01.png" in str(error.value) and "'02'" in str(error.value)
+  assert (
+    "2 bad pairs" in str(error.value)
+    and "01.png" in str(error.value)
+    and "'02'" in str(error.value)
+  )
 
 
 def test_empty_missing_and_unset_data_dir(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
-  with pytest.raises(FileNotFoundError, match=rf"{empty}.*set data_dir.*--config\.data\.data_dir.*--data_dir"):
+  with pytest.raises(
+    FileNotFoundError, match=rf"{empty}.*set data_dir.*--config\.data\.data_dir.*--data_dir"
+  ):
     list_pairs("tno", empty)
   with pytest.raises(FileNotFoundError, match=rf"{empty}.*set data_dir"):
     list_images(empty)
@@ -257,7 +287,10 @@ def test_roadscene_splits_and_bad_test_list(tmp_path):
   assert len(list_pairs("roadscene", tmp_path, "all")) == 4
   (root / "test50.txt").write_text("FLIR_00211.jpg\nFLIR_00977.jpg\n\n")
   assert [p.name for p in list_pairs("roadscene", tmp_path)] == ["FLIR_00211", "FLIR_00977"]
-  assert [p.name for p in list_pairs("roadscene", tmp_path, "train")] == ["FLIR_00006", "FLIR_video_01"]
+  assert [p.name for p in list_pairs("roadscene", tmp_path, "train")] == [
+    "FLIR_00006",
+    "FLIR_video_01",
+  ]
   (root / "test50.txt").write_text("FLIR_00211.jpg\nFLIR_99999.jpg\n")
   with pytest.raises(ValueError, match="FLIR_99999"):
     list_pairs("roadscene", tmp_path, "test")
@@ -332,7 +365,11 @@ def test_clean_natural_refuses_a_root_without_it(tmp_path):
   write_image(tmp_path / "clean_natural" / "a.png", 8, 8, 1)
   (tmp_path / "clean_natural" / ".hidden.png").write_bytes(b"x")
   images = list_images(tmp_path)
-  assert [p.relative_to(tmp_path / "clean_natural").as_posix() for p in images] == ["a.png", "b/2.jpg", "b/10.jpg"]
+  assert [p.relative_to(tmp_path / "clean_natural").as_posix() for p in images] == [
+    "a.png",
+    "b/2.jpg",
+    "b/10.jpg",
+  ]
   (tmp_path / "clean_natural" / "b" / "bad.jpg").write_bytes(b"junk")
   with pytest.raises(ValueError, match=r"(?s)1 unreadable images.*bad\.jpg"):
     list_images(tmp_path)
@@ -365,6 +402,7 @@ def test_header_follows_exif_orientation(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------
 # Shipped samples
+
 
 def test_shipped_samples():
   pairs = list_sample_pairs()

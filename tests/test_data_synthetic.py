@@ -5,10 +5,10 @@ import pytest
 from scipy import ndimage
 
 from fusionjax.data.synthetic import (
-    multi_exposure_pair,
-    multi_focus_pair,
-    random_focus_mask,
-    random_response_curve,
+  multi_exposure_pair,
+  multi_focus_pair,
+  random_focus_mask,
+  random_response_curve,
 )
 
 SEEDS = [int(s) for s in np.random.SeedSequence().generate_state(3)]
@@ -18,7 +18,9 @@ def textured_image(rng, height, width, channels):
   """Detailed content at every position (fine noise on a smooth shading), in [0, 1]."""
   fine = rng.random((height, width, channels))
   shading = ndimage.gaussian_filter(rng.random((height, width, 1)), 8)
-  return np.clip(0.2 + 0.5 * fine * 0.8 + 0.3 * (shading - shading.min()) / np.ptp(shading), 0, 1).astype(np.float32)
+  return np.clip(
+    0.2 + 0.5 * fine * 0.8 + 0.3 * (shading - shading.min()) / np.ptp(shading), 0, 1
+  ).astype(np.float32)
 
 
 def gradient_energy(image):
@@ -72,7 +74,9 @@ def test_focus_mask_fraction_and_smoothness():
     mask = random_focus_mask(50, 70, rng, fraction_range=(0.4, 0.4), cells_range=(2, 2))
     assert abs(mask.mean() - 0.4) < 0.01
     # A smooth field gives a few blobs, not salt-and-pepper: few boundary pixels.
-    boundary = np.abs(np.diff(mask[..., 0], axis=0)).sum() + np.abs(np.diff(mask[..., 0], axis=1)).sum()
+    boundary = (
+      np.abs(np.diff(mask[..., 0], axis=0)).sum() + np.abs(np.diff(mask[..., 0], axis=1)).sum()
+    )
     assert boundary < 0.1 * mask.size
 
 
@@ -98,8 +102,9 @@ def test_multi_exposure_brackets_the_reference(seed, shape):
 def test_multi_exposure_without_noise_brackets_every_pixel():
   rng = np.random.default_rng(3)
   image = textured_image(rng, 30, 31, 3)
-  under, over, _ = multi_exposure_pair(image, rng, shot_noise_range=(1e-12, 1e-12),
-                                       read_noise_range=(1e-12, 1e-12))
+  under, over, _ = multi_exposure_pair(
+    image, rng, shot_noise_range=(1e-12, 1e-12), read_noise_range=(1e-12, 1e-12)
+  )
   half_level = 0.5 / 255 + 1e-4  # quantisation plus the response table's interpolation
   assert np.all(under <= image + half_level) and np.all(over >= image - half_level)
   # Over-exposure saturates somewhere, under-exposure keeps the highlights below white.

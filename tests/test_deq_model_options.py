@@ -32,8 +32,17 @@ NEW_FIELDS = ("keep_best", "broyden_memory", "implicit_solver")
 
 
 def _optimizer():
-  config = ml_collections.ConfigDict(dict(learning_rate=1e-3, warmup_steps=0, end_lr_factor=0.1, b1=0.9,
-                                          b2=0.999, eps=1e-8, grad_clip_norm=1.0))
+  config = ml_collections.ConfigDict(
+    dict(
+      learning_rate=1e-3,
+      warmup_steps=0,
+      end_lr_factor=0.1,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip_norm=1.0,
+    )
+  )
   return train_state.make_optimizer(config, num_steps=10)
 
 
@@ -55,19 +64,31 @@ def _model_and_params(**overrides):
 def _step(fixed_point: float, jacobian: float):
   model, params = _model_and_params()
   optimizer = _optimizer()
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params),
-           "rng": jax.random.PRNGKey(0)}
+  state = {
+    "step": jnp.zeros((), jnp.int32),
+    "params": params,
+    "opt_state": optimizer.init(params),
+    "rng": jax.random.PRNGKey(0),
+  }
   step = train_steps.make_train_step(
-      "mfif", model, optimizer, train_steps.LossWeights(fixed_point=fixed_point, jacobian=jacobian),
-      axis_name=None)
+    "mfif",
+    model,
+    optimizer,
+    train_steps.LossWeights(fixed_point=fixed_point, jacobian=jacobian),
+    axis_name=None,
+  )
   return jax.jit(step, compiler_options=FAST_COMPILE), state
 
 
 # --- config plumbing ---------------------------------------------------------------------------
 
+
 def test_keep_best_broyden_and_implicit_solver_reach_the_deq_options():
-  for name, cls in (("anderson", deq.Anderson), ("broyden", deq.Broyden),
-                    ("fixed_point", deq.FixedPointIteration)):
+  for name, cls in (
+    ("anderson", deq.Anderson),
+    ("broyden", deq.Broyden),
+    ("fixed_point", deq.FixedPointIteration),
+  ):
     solver, _ = models.solver_options(dict(solver=name, max_iter=4, tol=1e-4))
     assert isinstance(solver, cls) and solver.keep_best is True
     assert (solver.max_iter, solver.tol) == (4, 1e-4)
@@ -82,9 +103,11 @@ def test_keep_best_broyden_and_implicit_solver_reach_the_deq_options():
   assert backward.solver == "iterate"
   model = models.create_model(dict(solver="broyden", broyden_memory=2, keep_best=False))
   assert model.solver == deq.Broyden(max_iter=5, tol=1e-3, memory=2, keep_best=False)
-  for bad, message in ((dict(implicit_solver="lbfgs"), "implicit_solver"),
-                       (dict(solver="broyden", broyden_memory=0), "broyden_memory"),
-                       (dict(solver="newton"), "solver")):
+  for bad, message in (
+    (dict(implicit_solver="lbfgs"), "implicit_solver"),
+    (dict(solver="broyden", broyden_memory=0), "broyden_memory"),
+    (dict(solver="newton"), "solver"),
+  ):
     with pytest.raises(ValueError, match=message):
       models.solver_options(bad)
   with pytest.raises(TypeError, match="keep_best"):  # ConfigDict's type check of the bool field
@@ -95,7 +118,9 @@ def test_keep_best_broyden_and_implicit_solver_reach_the_deq_options():
 def test_efrufn_solves_with_broyden():
   model, params = _model_and_params(solver="broyden", max_iter=3, broyden_memory=2, tol=0.0)
   batch = _batch(20)
-  apply = jax.jit(functools.partial(model.apply, mutable=["intermediates"]), compiler_options=FAST_COMPILE)
+  apply = jax.jit(
+    functools.partial(model.apply, mutable=["intermediates"]), compiler_options=FAST_COMPILE
+  )
   fused, aux = apply({"params": params}, batch["y1"], batch["y2"])
   assert fused.shape == SHAPE and np.all(np.isfinite(fused))
   assert np.all((np.asarray(fused) > 0) & (np.asarray(fused) < 1))
@@ -107,6 +132,7 @@ def test_efrufn_solves_with_broyden():
 
 # --- the Jacobian penalty term -----------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_jacobian_term_is_weighted_into_the_loss_and_logged():
   batch = _batch(21)
@@ -116,15 +142,19 @@ def test_jacobian_term_is_weighted_into_the_loss_and_logged():
   new_with, m_with = jax.device_get(with_term(state, batch))
   new_without, m_without = jax.device_get(without_term(state, batch))
   assert "jacobian" in m_with and "jacobian" not in m_without and "fixed_point" not in m_with
-  assert np.isfinite(m_with["jacobian"]) and m_with["jacobian"] > 0.0 and m_with["all_finite"] == 1.0
+  assert (
+    np.isfinite(m_with["jacobian"]) and m_with["jacobian"] > 0.0 and m_with["all_finite"] == 1.0
+  )
   # The same solve either way; the difference of the losses is the sown penalty.
   np.testing.assert_allclose(m_with["ssim_loss"], m_without["ssim_loss"], rtol=1e-6)
   np.testing.assert_allclose(m_with["loss"] - m_without["loss"], m_with["jacobian"], rtol=1e-4)
   np.testing.assert_allclose(m_with["loss"], m_with["ssim_loss"] + m_with["jacobian"], rtol=1e-6)
   # The term changes the gradient, hence the update.
   assert m_with["grad_norm"] != m_without["grad_norm"]
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new_with["params"]),
-                                                       jax.tree.leaves(new_without["params"])))
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(new_with["params"]), jax.tree.leaves(new_without["params"]))
+  )
   # The probes come from the step's rng: the same state gives the same value, the next step another.
   _, again = jax.device_get(with_term(state, batch))
   assert again["jacobian"] == m_with["jacobian"]
@@ -138,12 +168,19 @@ def test_jacobian_penalty_gradient_reaches_unit_and_encoders():
   batch = _batch(22)
 
   def penalty(params, key):
-    _, aux = model.apply({"params": params}, batch["y1"], batch["y2"], rngs={unfolding.JACOBIAN_RNG: key},
-                         mutable=[unfolding.RESIDUAL_COLLECTION])
+    _, aux = model.apply(
+      {"params": params},
+      batch["y1"],
+      batch["y2"],
+      rngs={unfolding.JACOBIAN_RNG: key},
+      mutable=[unfolding.RESIDUAL_COLLECTION],
+    )
     (value,) = aux[unfolding.RESIDUAL_COLLECTION]["jacobian_penalty"]
     return value
 
-  value, grads = jax.jit(jax.value_and_grad(penalty), compiler_options=FAST_COMPILE)(params, jax.random.PRNGKey(3))
+  value, grads = jax.jit(jax.value_and_grad(penalty), compiler_options=FAST_COMPILE)(
+    params, jax.random.PRNGKey(3)
+  )
   assert np.isfinite(value) and value > 0.0
   norms = {name: float(_norm(tree)) for name, tree in grads.items()}
   assert all(np.isfinite(v) for v in norms.values())
@@ -171,6 +208,7 @@ def test_jacobian_term_needs_efrufn():
 
 # --- checkpoints written before the new fields -------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", ["mfif", "ivf"])
 def test_shipped_weights_load_with_the_new_defaults(stage):
   loaded = checkpoints.load_fusion_model(SHIPPED / stage, expected_task=stage)
@@ -184,5 +222,7 @@ def test_shipped_weights_load_with_the_new_defaults(stage):
   stripped = {k: v for k, v in recorded.items() if k not in NEW_FIELDS}
   assert models.create_model(stripped) == loaded.model
   y = np.random.default_rng(23).random((1, 16, 16, 1), np.float32)
-  fused = jax.jit(loaded.model.apply, compiler_options=FAST_COMPILE)({"params": loaded.params}, y, y[:, ::-1])
+  fused = jax.jit(loaded.model.apply, compiler_options=FAST_COMPILE)(
+    {"params": loaded.params}, y, y[:, ::-1]
+  )
   assert fused.shape == (1, 16, 16, 1) and np.all(np.isfinite(fused))

@@ -46,7 +46,9 @@ def test_save_is_atomic(tmp_path):
   image = np.random.default_rng().random((6, 7, 3))
   imageio.save_image(target, image)
   before = target.read_bytes()
-  np.testing.assert_array_equal(imageio.to_uint8(imageio.load_image(target)), imageio.to_uint8(image))
+  np.testing.assert_array_equal(
+    imageio.to_uint8(imageio.load_image(target)), imageio.to_uint8(image)
+  )
   with pytest.raises(ValueError):
     imageio.save_image(target, np.zeros((6, 7, 2)))
   with pytest.raises(ValueError, match="suffix"):

@@ -75,22 +75,43 @@ def tiny_fusion_model(config=None, *, task="ivf", seed=0, colornet=False) -> sta
   if colornet:
     net = models.ColorNet(**TINY_COLORNET)
     net_params = random_params(net, [(1, 32, 32, 2), (1, 32, 32, 2), (1, 32, 32, 1)], seed + 1)
-  return stages.FusionModel(task=task, model=model, params=params, colornet=net, colornet_params=net_params,
-                                 metadata={"model": config}, path=None, step=0)
+  return stages.FusionModel(
+    task=task,
+    model=model,
+    params=params,
+    colornet=net,
+    colornet_params=net_params,
+    metadata={"model": config},
+    path=None,
+    step=0,
+  )
 
 
-def save_tiny_checkpoint(workdir, *, task="ivf", config=None, seed=0, colornet=False, teacher=None, step=7):
+def save_tiny_checkpoint(
+  workdir, *, task="ivf", config=None, seed=0, colornet=False, teacher=None, step=7
+):
   """Saves a tiny random stage checkpoint through StageCheckpointer, as train.py would."""
   config = dict(config or TINY_FRUFN)
   fm = tiny_fusion_model(config, task=task, seed=seed, colornet=colornet)
-  state = {"step": np.asarray(step), "params": fm.params, "opt_state": {"count": np.zeros((), np.int32)},
-           "rng": np.zeros(2, np.uint32)}
+  state = {
+    "step": np.asarray(step),
+    "params": fm.params,
+    "opt_state": {"count": np.zeros((), np.int32)},
+    "rng": np.zeros(2, np.uint32),
+  }
   if colornet:
     state["colornet_params"] = fm.colornet_params
     state["colornet_opt_state"] = {"count": np.zeros((), np.int32)}
-  metadata = {"format": checkpoints.FORMAT, "task": task, "model": config,
-              "colornet": dict(TINY_COLORNET) if colornet else None, "config": {"seed": seed},
-              "teacher": teacher, "workdir": str(workdir), "fusionjax_version": "test"}
+  metadata = {
+    "format": checkpoints.FORMAT,
+    "task": task,
+    "model": config,
+    "colornet": dict(TINY_COLORNET) if colornet else None,
+    "config": {"seed": seed},
+    "teacher": teacher,
+    "workdir": str(workdir),
+    "fusionjax_version": "test",
+  }
   with checkpoints.StageCheckpointer(workdir) as ckpt:
     ckpt.save(step, state, metadata, force=True)
   return Path(workdir)
@@ -99,6 +120,7 @@ def save_tiny_checkpoint(workdir, *, task="ivf", config=None, seed=0, colornet=F
 def real_pair(dataset="lytro", index=0):
   """The sources of a real benchmark pair (skips when the benchmark images are not present)."""
   from fusionjax import data
+
   if not DATA_DIR.is_dir():
     pytest.skip(f"benchmark images not found at {DATA_DIR} (set FUSIONJAX_DATA)")
   pair = data.list_pairs(dataset, DATA_DIR, validate=False)[index]
@@ -140,15 +162,19 @@ def test_tiled_network_is_close_to_untiled_without_seams(frufn):
   fade = fade[fade < 228]
   others = np.setdiff1d(np.arange(228), fade)
   ratio = _column_gradient_energy(tiled) / _column_gradient_energy(whole)
-  print(f"gradient energy tiled/untiled per column: cross-fade mean {ratio[fade].mean():.3f} max "
-        f"{ratio[fade].max():.3f}; other columns mean {ratio[others].mean():.3f} max {ratio[others].max():.3f}")
+  print(
+    f"gradient energy tiled/untiled per column: cross-fade mean {ratio[fade].mean():.3f} max "
+    f"{ratio[fade].max():.3f}; other columns mean {ratio[others].mean():.3f} max {ratio[others].max():.3f}"
+  )
   assert 0.8 < ratio[fade].mean() < 1.2 and ratio[fade].max() < max(1.3, 1.1 * ratio[others].max())
   # Control: hard tile borders (no overlap) show as jumps at the cuts.
   hard = inference.fuse_luma(frufn, lumas, tile_size=96, tile_overlap=0).luma
   cuts = np.array([s - 1 for s in tiling.tile_grid(229, 96, 0, 8).starts[1:]])
   jumps = _column_gradient_energy(hard)[cuts] / _column_gradient_energy(whole)[cuts]
-  print(f"hard cuts: gradient energy at the cuts / untiled {np.round(jumps, 2)}; max |diff| "
-        f"{np.abs(hard - whole).max():.4g}")
+  print(
+    f"hard cuts: gradient energy at the cuts / untiled {np.round(jumps, 2)}; max |diff| "
+    f"{np.abs(hard - whole).max():.4g}"
+  )
   # The weights are random per run (seen: 1.25 and 1.73 at the two cuts; the reflected border round
   # every tile keeps a cut from reading zeros), so the cuts are compared with the worst cross-fade
   # column of the blended result rather than with a fixed threshold.
@@ -179,7 +205,9 @@ def _random_images(seed, shape=SIZE):
 
 
 def _expected_rgb(luma, chroma):
-  return color.ycrcb_to_rgb(np.concatenate([luma, chroma], -1).astype(np.float64)).astype(np.float32)
+  return color.ycrcb_to_rgb(np.concatenate([luma, chroma], -1).astype(np.float64)).astype(
+    np.float32
+  )
 
 
 def test_colour_rules(frufn):
@@ -201,7 +229,9 @@ def test_colour_rules(frufn):
   # Colour + colour: the weighted-average chroma rule.
   fused = inference.fuse_images(frufn, [rgb1, rgb2])
   luma = inference.fuse_luma(frufn, [y(rgb1), y(rgb2)]).luma
-  np.testing.assert_allclose(fused, _expected_rgb(luma, color.fuse_chroma(c(rgb1), c(rgb2))), atol=1e-5)
+  np.testing.assert_allclose(
+    fused, _expected_rgb(luma, color.fuse_chroma(c(rgb1), c(rgb2))), atol=1e-5
+  )
 
   grey_only = inference.fuse_images(frufn, [rgb1, rgb2], grey=True)
   np.testing.assert_allclose(grey_only, luma, atol=1e-6)
@@ -214,15 +244,18 @@ def test_three_sources_fuse_sequentially(frufn):
   fused = inference.fuse_images(frufn, [rgb1, rgb2, rgb3])
   first = inference.fuse_luma(frufn, [y(rgb1), y(rgb2)]).luma
   luma = inference.fuse_luma(frufn, [first, y(rgb3)]).luma
-  np.testing.assert_allclose(fused, _expected_rgb(luma, color.fuse_chroma_many([c(rgb1), c(rgb2), c(rgb3)])),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    fused, _expected_rgb(luma, color.fuse_chroma_many([c(rgb1), c(rgb2), c(rgb3)])), atol=1e-5
+  )
   # The order matters (the network is not symmetric), as documented.
   other = inference.fuse_luma(frufn, [y(rgb3), y(rgb2), y(rgb1)]).luma
   assert np.abs(other - luma).max() > 1e-3
   # A grey source among colour ones contributes no chroma.
   mixed = inference.fuse_images(frufn, [rgb1, grey1, rgb3])
   mixed_luma = inference.fuse_luma(frufn, [y(rgb1), grey1, y(rgb3)]).luma
-  np.testing.assert_allclose(mixed, _expected_rgb(mixed_luma, color.fuse_chroma(c(rgb1), c(rgb3))), atol=1e-5)
+  np.testing.assert_allclose(
+    mixed, _expected_rgb(mixed_luma, color.fuse_chroma(c(rgb1), c(rgb3))), atol=1e-5
+  )
 
 
 def test_colornet_is_used_for_two_colour_sources_only():
@@ -235,20 +268,31 @@ def test_colornet_is_used_for_two_colour_sources_only():
   # The compiled ColorNet (eager Flax would compile every operation separately) on the sources'
   # chroma and the fused luma, in that order.
   colornet = inference._compiled(fm).colornet  # pylint: disable=protected-access
-  chroma = np.asarray(colornet({"params": fm.colornet_params}, c(rgb1)[None], c(rgb2)[None], luma[None])[0])
-  np.testing.assert_allclose(inference.fuse_images(fm, [rgb1, rgb2]), _expected_rgb(luma, chroma), atol=1e-5)
+  chroma = np.asarray(
+    colornet({"params": fm.colornet_params}, c(rgb1)[None], c(rgb2)[None], luma[None])[0]
+  )
+  np.testing.assert_allclose(
+    inference.fuse_images(fm, [rgb1, rgb2]), _expected_rgb(luma, chroma), atol=1e-5
+  )
   rule = inference.fuse_images(fm, [rgb1, rgb2], use_colornet=False)
-  np.testing.assert_allclose(rule, _expected_rgb(luma, color.fuse_chroma(c(rgb1), c(rgb2))), atol=1e-5)
+  np.testing.assert_allclose(
+    rule, _expected_rgb(luma, color.fuse_chroma(c(rgb1), c(rgb2))), atol=1e-5
+  )
   assert np.abs(rule - inference.fuse_images(fm, [rgb1, rgb2])).max() > 1e-4
   # Three colour sources: ColorNet along the same sequence, each step with the fused luma so far.
   rgb3 = _random_images(seed + 1)[2]
   luma3 = inference.fuse_luma(fm, [luma, y(rgb3)]).luma
-  chroma3 = np.asarray(colornet({"params": fm.colornet_params}, chroma[None], c(rgb3)[None], luma3[None])[0])
-  np.testing.assert_allclose(inference.fuse_images(fm, [rgb1, rgb2, rgb3]), _expected_rgb(luma3, chroma3), atol=1e-5)
+  chroma3 = np.asarray(
+    colornet({"params": fm.colornet_params}, chroma[None], c(rgb3)[None], luma3[None])[0]
+  )
+  np.testing.assert_allclose(
+    inference.fuse_images(fm, [rgb1, rgb2, rgb3]), _expected_rgb(luma3, chroma3), atol=1e-5
+  )
   # One colour source: its own chroma, ColorNet or not.
   mixed = inference.fuse_images(fm, [rgb1, grey1])
-  np.testing.assert_allclose(mixed, _expected_rgb(inference.fuse_luma(fm, [y(rgb1), grey1]).luma, c(rgb1)),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    mixed, _expected_rgb(inference.fuse_luma(fm, [y(rgb1), grey1]).luma, c(rgb1)), atol=1e-5
+  )
 
 
 def test_bad_inputs_are_named(frufn):
@@ -291,8 +335,10 @@ def test_efrufn_reports_solver_stats_and_tiles_exactly():
   np.testing.assert_allclose(tiled.luma[:72, :72], crop.luma[:72, :72], atol=1e-6)
   # Beyond it the neighbours blend in: Anderson and the unit's RMS scaling see a whole tile, so an
   # EFRUFN tile differs from the same pixels in another tile.
-  print(f"EFRUFN: tiled vs crop-alone in the cross-fade: max |diff| "
-        f"{np.abs(tiled.luma[72:96, :96] - crop.luma[72:96]).max():.4g}")
+  print(
+    f"EFRUFN: tiled vs crop-alone in the cross-fade: max |diff| "
+    f"{np.abs(tiled.luma[72:96, :96] - crop.luma[72:96]).max():.4g}"
+  )
 
 
 def test_forward_cost_counts_every_loop_iteration(frufn):
@@ -317,10 +363,15 @@ def test_forward_cost_counts_every_loop_iteration(frufn):
 
 def test_parameters_and_description_of_a_model(frufn):
   leaves = jax.tree.leaves(frufn.params)
-  assert cost.count_parameters(frufn.params) == sum(leaf.size for leaf in leaves) == frufn.num_params > 0
+  assert (
+    cost.count_parameters(frufn.params) == sum(leaf.size for leaf in leaves) == frufn.num_params > 0
+  )
   assert cost.count_parameters(None) == 0
   described = cost.describe(frufn)
-  assert described["network"] == "FRUFN" and described["params"] == described["network_params"] == frufn.num_params
+  assert (
+    described["network"] == "FRUFN"
+    and described["params"] == described["network_params"] == frufn.num_params
+  )
   assert described["colornet_params"] == 0
 
 
@@ -351,18 +402,23 @@ def test_fuse_files_writes_colour_and_keeps_existing_output_on_error(tmp_path, f
 
 def test_padding_matches_the_network_and_pad_multiple_buckets_shapes(frufn):
   from fusionjax.models import padding
+
   grey1, grey2, _, _, _ = _random_images(_fresh_seed())
   # Inference pads exactly as the network pads its own input (whose padding is then a no-op), so
   # the fused image is the network's output on the image itself.
   multiple = frufn.model.multiple
   assert inference.network_align(frufn) == multiple == 8
   ours = tiling.reflect_pad(grey1, 96, 96)
-  np.testing.assert_array_equal(ours, np.asarray(padding.pad_to_multiple(jnp.asarray(grey1)[None], multiple)[0]))
+  np.testing.assert_array_equal(
+    ours, np.asarray(padding.pad_to_multiple(jnp.asarray(grey1)[None], multiple)[0])
+  )
   exact = inference.fuse_luma(frufn, [grey1, grey2])
   # Coarser padding: one compiled shape for many sizes (here all pad to 96 x 96, already compiled).
   assert inference.network_align(frufn, pad_multiple=96) == 96
-  bucketed = [inference.fuse_luma(frufn, [grey1[:h, :w], grey2[:h, :w]], pad_multiple=96)
-              for h, w in ((95, 89), (90, 70), (70, 80))]
+  bucketed = [
+    inference.fuse_luma(frufn, [grey1[:h, :w], grey2[:h, :w]], pad_multiple=96)
+    for h, w in ((95, 89), (90, 70), (70, 80))
+  ]
   assert not any(b.compiled for b in bucketed)
   assert [b.luma.shape for b in bucketed] == [(95, 89, 1), (90, 70, 1), (70, 80, 1)]
   np.testing.assert_array_equal(bucketed[0].luma, exact.luma)

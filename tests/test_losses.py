@@ -79,8 +79,8 @@ def test_ssim_rejects_small_crops_and_wrong_rank():
 def _two_edge_image(height, width, contrast_left, contrast_right):
   """Image with a vertical step at width/4 and another at 3*width/4."""
   image = np.zeros((1, height, width, 1), np.float64)
-  image[:, :, width // 4:] += contrast_left
-  image[:, :, 3 * width // 4:] += contrast_right
+  image[:, :, width // 4 :] += contrast_left
+  image[:, :, 3 * width // 4 :] += contrast_right
   return image
 
 
@@ -112,13 +112,17 @@ def test_gradient_transfer_matches_reference_and_never_differentiates_teacher(se
   student = rng.random((2, 15, 21, 1))
   teacher = rng.random((2, 15, 21, 1))
   expected = np.maximum(_sobel_reference(teacher) - _sobel_reference(student), 0).mean()
-  got = losses.gradient_transfer_loss(jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32))
+  got = losses.gradient_transfer_loss(
+    jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32)
+  )
   np.testing.assert_allclose(float(got), expected, rtol=1e-5)
   grad_teacher = jax.grad(losses.gradient_transfer_loss, argnums=1)(
-      jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32))
+    jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32)
+  )
   assert np.all(np.asarray(grad_teacher) == 0.0)
   grad_student = jax.grad(losses.gradient_transfer_loss)(
-      jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32))
+    jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32)
+  )
   assert np.all(np.isfinite(grad_student)) and np.any(np.asarray(grad_student) != 0.0)
 
 
@@ -132,7 +136,9 @@ def test_intensity_loss_constructed(seed):
   offset = rng.uniform(0.05, 0.2)
   assert float(losses.intensity_loss(target + offset, vis, ir)) == pytest.approx(offset, rel=1e-5)
   fused = rng.random(vis.shape)
-  assert float(losses.intensity_loss(fused, vis, ir)) == pytest.approx(np.abs(fused - target).mean(), rel=1e-5)
+  assert float(losses.intensity_loss(fused, vis, ir)) == pytest.approx(
+    np.abs(fused - target).mean(), rel=1e-5
+  )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -146,11 +152,15 @@ def test_texture_loss_constructed(seed):
   both = _two_edge_image(h, w, 0.4, 0.5)
   assert float(losses.texture_loss(both, vis, ir)) == pytest.approx(0.0, abs=1e-6)
   # Missing the infrared edge costs exactly its gradient.
-  expected = np.abs(_sobel_reference(vis) - np.maximum(_sobel_reference(vis), _sobel_reference(ir))).mean()
+  expected = np.abs(
+    _sobel_reference(vis) - np.maximum(_sobel_reference(vis), _sobel_reference(ir))
+  ).mean()
   assert expected > 0
   assert float(losses.texture_loss(vis, vis, ir)) == pytest.approx(expected, rel=1e-5)
   fused = rng.random(vis.shape)
-  ref = np.abs(_sobel_reference(fused) - np.maximum(_sobel_reference(vis), _sobel_reference(ir))).mean()
+  ref = np.abs(
+    _sobel_reference(fused) - np.maximum(_sobel_reference(vis), _sobel_reference(ir))
+  ).mean()
   assert float(losses.texture_loss(fused, vis, ir)) == pytest.approx(ref, rel=1e-5)
 
 

@@ -33,13 +33,16 @@ def _random_params(rng, module, *args, scale=0.3):
   """Parameters of ``module`` drawn at random (shapes from ``eval_shape``: no compilation)."""
   shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)
   return jax.tree_util.tree_map(
-      lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype), shapes)
+    lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype), shapes
+  )
 
 
 # --- padding ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape,multiple", [((1, 7, 5, 1), 8), ((2, 37, 53, 3), 8),
-                                            ((1, 1, 2, 1), 4), ((1, 16, 24, 2), 8)])
+
+@pytest.mark.parametrize(
+  "shape,multiple", [((1, 7, 5, 1), 8), ((2, 37, 53, 3), 8), ((1, 1, 2, 1), 4), ((1, 16, 24, 2), 8)]
+)
 def test_pad_to_multiple_and_crop_round_trip(rng, shape, multiple):
   x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
   padded = padding.pad_to_multiple(x, multiple)
@@ -75,6 +78,7 @@ def test_padding_errors():
 
 # --- windows ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("h,w,window", [(37, 53, 4), (7, 5, 2), (13, 6, 4), (5, 11, 1)])
 def test_window_partition_merge_round_trip(rng, h, w, window):
   x = jnp.asarray(rng.standard_normal((2, h, w, 3)), jnp.float32)
@@ -86,7 +90,7 @@ def test_window_partition_merge_round_trip(rng, h, w, window):
   n_w = wp // window
   k = rng.integers(hp // window * n_w)
   r, c = divmod(int(k), n_w)
-  expected = padded[1, r * window:(r + 1) * window, c * window:(c + 1) * window].reshape(-1, 3)
+  expected = padded[1, r * window : (r + 1) * window, c * window : (c + 1) * window].reshape(-1, 3)
   np.testing.assert_array_equal(windows[(hp // window) * n_w + k], expected)
   merged = swin.window_merge(windows, window, hp, wp)
   np.testing.assert_array_equal(padding.crop_to(merged, h, w), x)
@@ -111,14 +115,16 @@ def _reference_mask(h, w, window, sh, sw):
       sl = (slice(i * window, (i + 1) * window), slice(j * window, (j + 1) * window))
       rr, cc = rows[sl].ravel(), cols[sl].ravel()
       orr, occ = orig_r[sl].ravel(), orig_c[sl].ravel()
-      out[i * n_w + j] = (((rr[:, None] - rr[None, :]) == (orr[:, None] - orr[None, :]))
-                          & ((cc[:, None] - cc[None, :]) == (occ[:, None] - occ[None, :])))
+      out[i * n_w + j] = ((rr[:, None] - rr[None, :]) == (orr[:, None] - orr[None, :])) & (
+        (cc[:, None] - cc[None, :]) == (occ[:, None] - occ[None, :])
+      )
   return out
 
 
-@pytest.mark.parametrize("h,w,window,sh,sw", [(8, 12, 4, 2, 2), (6, 10, 2, 1, 1),
-                                              (12, 8, 4, 2, 0), (16, 24, 8, 4, 4),
-                                              (8, 8, 4, 0, 0)])
+@pytest.mark.parametrize(
+  "h,w,window,sh,sw",
+  [(8, 12, 4, 2, 2), (6, 10, 2, 1, 1), (12, 8, 4, 2, 0), (16, 24, 8, 4, 4), (8, 8, 4, 0, 0)],
+)
 def test_shifted_window_mask_matches_definition(h, w, window, sh, sw):
   mask = swin.shifted_window_mask(h, w, window, sh, sw)
   np.testing.assert_array_equal(mask, _reference_mask(h, w, window, sh, sw))
@@ -146,6 +152,7 @@ def test_relative_position_tables():
 
 # --- window attention against a float64 reference ----------------------------------------------
 
+
 def _attention_reference(params, x, mask, heads, window):
   """Swin V2 window attention in float64 numpy, written from the paper's equations."""
   p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
@@ -154,16 +161,17 @@ def _attention_reference(params, x, mask, heads, window):
   d = c // heads
   qkv = x @ p["qkv"]["kernel"]
   q = qkv[..., :c] + p["q_bias"]
-  k = qkv[..., c:2 * c]
-  v = qkv[..., 2 * c:] + p["v_bias"]
+  k = qkv[..., c : 2 * c]
+  v = qkv[..., 2 * c :] + p["v_bias"]
   split = lambda a: a.reshape(n, t, heads, d).transpose(0, 2, 1, 3)
   q, k, v = split(q), split(k), split(v)
   q /= np.linalg.norm(q, axis=-1, keepdims=True)
   k /= np.linalg.norm(k, axis=-1, keepdims=True)
   scale = np.exp(np.minimum(p["logit_scale"], np.log(100.0)))
   logits = np.einsum("nhtd,nhsd->nhts", q, k) * scale
-  hidden = np.maximum(swin.relative_coords_table(window) @ p["cpb_fc1"]["kernel"]
-                      + p["cpb_fc1"]["bias"], 0.0)
+  hidden = np.maximum(
+    swin.relative_coords_table(window) @ p["cpb_fc1"]["kernel"] + p["cpb_fc1"]["bias"], 0.0
+  )
   table = hidden @ p["cpb_fc2"]["kernel"]
   bias = table[swin.relative_position_index(window).ravel()].reshape(t, t, heads)
   logits = logits + 16.0 / (1.0 + np.exp(-bias.transpose(2, 0, 1)))
@@ -188,10 +196,12 @@ def test_window_attention_matches_float64_reference(rng):
   params["logit_scale"] = params["logit_scale"] + math.log(10.0)
   both = _jit(lambda p, a: (attn.apply({"params": p}, a, mask), attn.apply({"params": p}, a)))
   masked, unmasked = both(params, x)
-  np.testing.assert_allclose(masked, _attention_reference(params, x, mask, heads, window),
-                             rtol=2e-4, atol=2e-5)
-  np.testing.assert_allclose(unmasked, _attention_reference(params, x, None, heads, window),
-                             rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(
+    masked, _attention_reference(params, x, mask, heads, window), rtol=2e-4, atol=2e-5
+  )
+  np.testing.assert_allclose(
+    unmasked, _attention_reference(params, x, None, heads, window), rtol=2e-4, atol=2e-5
+  )
 
 
 def test_window_attention_rejects_bad_heads():
@@ -201,6 +211,7 @@ def test_window_attention_rejects_bad_heads():
 
 
 # --- Swin block: behaviour of the shifted windows ----------------------------------------------
+
 
 def _reachable(h, w, window, sh, sw, pixel):
   """Pixels whose attention output may depend on ``pixel`` in one shifted-window layer."""
@@ -254,18 +265,23 @@ def test_swin_block_pads_odd_sizes(rng):
   out, out_padded = run(params, x, padded)
   assert out.shape == shape and np.isfinite(out).all()
   # Equals the block applied to the reflect-padded image, cropped back.
-  np.testing.assert_allclose(out, out_padded[:, :shape[1], :shape[2]], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out, out_padded[:, : shape[1], : shape[2]], rtol=1e-5, atol=1e-5)
 
 
 # --- convolutional blocks ----------------------------------------------------------------------
+
 
 def test_residual_block_matches_definition(rng):
   x = jnp.asarray(rng.standard_normal((2, 9, 6, 4)), jnp.float32)
   block = ResidualBlock(4)
   with jax.threefry_partitionable(False):  # Compiles ~10x faster on CPU.
     params = _jit(block.init)(jax.random.PRNGKey(1), x)
-  conv = lambda p, a: jax.lax.conv_general_dilated(
-      a, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]
+  conv = lambda p, a: (
+    jax.lax.conv_general_dilated(
+      a, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    + p["bias"]
+  )
   p = params["params"]
   expected = x + conv(p["conv2"], nn.relu(conv(p["conv1"], x)))
   np.testing.assert_allclose(_jit(block.apply)(params, x), expected, rtol=1e-5, atol=1e-5)
@@ -295,7 +311,8 @@ def test_upsample_bilinear_matches_jax_image_resize(rng):
   x = jnp.asarray(rng.standard_normal((2, 3, 5, 4)), jnp.float32)
   for factor in (1, 2, 3, 8):
     expected = _jit(jax.image.resize, static_argnums=(1, 2))(
-        x, (2, 3 * factor, 5 * factor, 4), "bilinear")
+      x, (2, 3 * factor, 5 * factor, 4), "bilinear"
+    )
     got = _jit(upsample_bilinear, static_argnums=1)(x, factor)
     np.testing.assert_allclose(got, expected, atol=2e-6)
 

@@ -76,12 +76,12 @@ def test_colornet_rejects_bad_inputs():
   net = ColorNet(features=8)
   good2, good1 = jnp.zeros((1, 8, 8, 2)), jnp.zeros((1, 8, 8, 1))
   cases = [
-      ((jnp.zeros((8, 8, 2)), good2, good1), "shape"),
-      ((jnp.zeros((1, 8, 8, 3)), good2, good1), r"\(B, H, W, 2\)"),
-      ((good2, good2, good2), r"\(B, H, W, 1\)"),
-      ((good2, jnp.zeros((1, 8, 9, 2)), good1), "share"),
-      ((good2, good2, jnp.zeros((1, 8, 9, 1))), "share"),
-      ((jnp.zeros((1, 0, 8, 2)), jnp.zeros((1, 0, 8, 2)), jnp.zeros((1, 0, 8, 1))), "empty"),
+    ((jnp.zeros((8, 8, 2)), good2, good1), "shape"),
+    ((jnp.zeros((1, 8, 8, 3)), good2, good1), r"\(B, H, W, 2\)"),
+    ((good2, good2, good2), r"\(B, H, W, 1\)"),
+    ((good2, jnp.zeros((1, 8, 9, 2)), good1), "share"),
+    ((good2, good2, jnp.zeros((1, 8, 9, 1))), "share"),
+    ((jnp.zeros((1, 0, 8, 2)), jnp.zeros((1, 0, 8, 2)), jnp.zeros((1, 0, 8, 1))), "empty"),
   ]
   for args, message in cases:
     with pytest.raises(ValueError, match=message):

@@ -63,8 +63,11 @@ def _frufn_params(num_units, full=False, seed=1):
 
   def stack(leaf):
     leaf = np.asarray(leaf)
-    return jnp.asarray(np.stack([leaf * (1.0 + 0.1 * noise.standard_normal(leaf.shape))
-                                 for _ in range(num_units)]).astype(np.float32))
+    return jnp.asarray(
+      np.stack(
+        [leaf * (1.0 + 0.1 * noise.standard_normal(leaf.shape)) for _ in range(num_units)]
+      ).astype(np.float32)
+    )
 
   params["uf"] = jax.tree_util.tree_map(stack, params["uf"])
   return {"params": params}
@@ -83,8 +86,8 @@ def _count(tree):
 
 # --- shapes, range, sizes -------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(1, 37, 53, 1), (2, 64, 96, 1), (1, 7, 5, 1),
-                                   (1, 160, 288, 1)])
+
+@pytest.mark.parametrize("shape", [(1, 37, 53, 1), (2, 64, 96, 1), (1, 7, 5, 1), (1, 160, 288, 1)])
 def test_shapes_and_range_of_both_networks(rng, shape):
   y1, y2 = _images(rng, shape)
   for name, variables in (("efrufn", _unit_params()), ("frufn", _frufn_params(2))):
@@ -120,12 +123,12 @@ def test_bad_inputs_raise(name):
   variables = jax.eval_shape(lambda v: v, _unit_params() if name == "efrufn" else _frufn_params(5))
   good = jnp.zeros((1, 8, 8, 1))
   cases = [
-      (jnp.zeros((8, 8, 1)), good, "4 axes"),
-      (jnp.zeros((1, 8, 8, 3)), jnp.zeros((1, 8, 8, 3)), "one channel"),
-      (jnp.zeros((1, 0, 8, 1)), jnp.zeros((1, 0, 8, 1)), "empty"),
-      (good, jnp.zeros((1, 8, 9, 1)), "same shape"),
-      (np.zeros((1, 8, 8)), good, "4 axes"),
-      ([[0.5]], good, "array"),
+    (jnp.zeros((8, 8, 1)), good, "4 axes"),
+    (jnp.zeros((1, 8, 8, 3)), jnp.zeros((1, 8, 8, 3)), "one channel"),
+    (jnp.zeros((1, 0, 8, 1)), jnp.zeros((1, 0, 8, 1)), "empty"),
+    (good, jnp.zeros((1, 8, 9, 1)), "same shape"),
+    (np.zeros((1, 8, 8)), good, "4 axes"),
+    ([[0.5]], good, "array"),
   ]
   for y1, y2, message in cases:
     with pytest.raises(ValueError, match=message):
@@ -138,21 +141,21 @@ def test_create_model_validates_config():
   assert isinstance(models.create_model(dict(name="frufn")), models.FRUFN)
   assert isinstance(models.create_model(None), models.EFRUFN)
   bad = [
-      (dict(name="unet"), "name"),
-      (dict(name="efrufn", variant="shared"), "not available for efrufn"),
-      (dict(name="efrufn", variant="no_unfold"), "not available"),
-      (dict(name="frufn", variant="bogus"), "not available"),
-      (dict(num_heads=6), "divide"),
-      (dict(widht=32), "Unknown"),
-      (dict(dtype="float16"), "dtype"),
-      (dict(solver="newton"), "solver"),
-      (dict(backward="exact"), "backward"),
-      (dict(max_iter=0), "max_iter"),
-      (dict(name="frufn", num_units=0), "num_units"),
-      (dict(pool_factors=(2, 0)), "pool_factors"),
-      (dict(tol=-1.0), "tol"),
-      (dict(unit_rule="paper"), "unit_rule"),
-      ("efrufn", "ConfigDict or a dict"),
+    (dict(name="unet"), "name"),
+    (dict(name="efrufn", variant="shared"), "not available for efrufn"),
+    (dict(name="efrufn", variant="no_unfold"), "not available"),
+    (dict(name="frufn", variant="bogus"), "not available"),
+    (dict(num_heads=6), "divide"),
+    (dict(widht=32), "Unknown"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(solver="newton"), "solver"),
+    (dict(backward="exact"), "backward"),
+    (dict(max_iter=0), "max_iter"),
+    (dict(name="frufn", num_units=0), "num_units"),
+    (dict(pool_factors=(2, 0)), "pool_factors"),
+    (dict(tol=-1.0), "tol"),
+    (dict(unit_rule="paper"), "unit_rule"),
+    ("efrufn", "ConfigDict or a dict"),
   ]
   for config, message in bad:
     with pytest.raises(ValueError, match=message):
@@ -161,11 +164,13 @@ def test_create_model_validates_config():
 
 def test_solver_options_follow_the_config():
   solver, backward = models.solver_options(dict(max_iter=7, tol=1e-4, anderson_history=3))
-  assert solver == deq.Anderson(history=3, mixing=1.0, ridge=1e-5, max_iter=7, tol=1e-4,
-                                implementation="native")
+  assert solver == deq.Anderson(
+    history=3, mixing=1.0, ridge=1e-5, max_iter=7, tol=1e-4, implementation="native"
+  )
   assert backward == deq.JFB()
-  solver, backward = models.solver_options(dict(solver="fixed_point", backward="phantom",
-                                                phantom_steps=3, fixed_point_damping=0.5))
+  solver, backward = models.solver_options(
+    dict(solver="fixed_point", backward="phantom", phantom_steps=3, fixed_point_damping=0.5)
+  )
   assert solver == deq.FixedPointIteration(max_iter=5, tol=1e-3, damping=0.5)
   assert backward == deq.Phantom(steps=3, damping=0.5)
   _, backward = models.solver_options(dict(backward="implicit", implicit_max_iter=12))
@@ -175,6 +180,7 @@ def test_solver_options_follow_the_config():
 
 
 # --- parameter counts ------------------------------------------------------------------------
+
 
 def _param_count(config):
   model = models.create_model(config)
@@ -200,13 +206,15 @@ def test_parameter_counts_match_the_paper():
 
 # --- the fixed point -------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_efrufn_fixed_point_converges(rng):
   y1, y2 = _images(rng, (1, 64, 64, 1))
 
   def stats(**solver):
     _, aux = _apply("efrufn", tuple(sorted({**FULL, **solver}.items())))(
-        _unit_params(full=True), y1, y2)
+      _unit_params(full=True), y1, y2
+    )
     return jax.tree_util.tree_map(np.asarray, aux["intermediates"]["solver_stats"][0])
 
   one_step = stats(max_iter=1)
@@ -219,9 +227,11 @@ def test_efrufn_fixed_point_converges(rng):
 
 # --- gradients and memory --------------------------------------------------------------------
 
+
 def _loss_fn(model):
   def loss(params, y1, y2, target):
     return jnp.mean(jnp.square(model.apply({"params": params}, y1, y2) - target))
+
   return loss
 
 
@@ -264,8 +274,9 @@ def test_gradients_reach_every_parameter(rng, name):
   else:
     params = _unit_params(full=True)["params"]
     compiled = _compiled_grad(name, (("max_iter", 5),))
-  y1, y2, target = (jnp.asarray(rng.random((1, GRAD_SIZE, GRAD_SIZE, 1)), jnp.float32)
-                    for _ in range(3))
+  y1, y2, target = (
+    jnp.asarray(rng.random((1, GRAD_SIZE, GRAD_SIZE, 1)), jnp.float32) for _ in range(3)
+  )
   grads = compiled(params, y1, y2, target)
   assert not _zero_gradient_leaves(grads, stacked=name == "frufn")
   assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
@@ -288,15 +299,17 @@ def test_training_memory_flat_for_efrufn_and_growing_for_frufn():
 
 # --- variants and dtype ----------------------------------------------------------------------
 
+
 def test_variants_run_and_differ(rng):
   y1, y2 = _images(rng, (1, 12, 20, 1))
   base = _unit_params()["params"]
   without = lambda tree, *keys: {k: v for k, v in tree.items() if k not in keys}
   cases = {
-      ("frufn", "shared"): {"params": base},
-      ("frufn", "no_unfold"): {"params": {**base, "uf": without(base["uf"], "glt",
-                                                              "transform_scale")}},
-      ("efrufn", "no_mask"): {"params": {**base, "uf": without(base["uf"], "msmg")}},
+    ("frufn", "shared"): {"params": base},
+    ("frufn", "no_unfold"): {
+      "params": {**base, "uf": without(base["uf"], "glt", "transform_scale")}
+    },
+    ("efrufn", "no_mask"): {"params": {**base, "uf": without(base["uf"], "msmg")}},
   }
   outputs = {}
   for (name, variant), variables in cases.items():
@@ -317,8 +330,10 @@ def test_update_rules_without_transform_are_the_classical_rules(rng):
   f1, f, f2 = (jnp.asarray(rng.standard_normal((1, 8, 16, 4)), jnp.float32) for _ in range(3))
   m0 = jnp.asarray(rng.random((1, 8, 16, 1)), jnp.float32)
   params = {"msmg": _unit_params()["params"]["uf"]["msmg"]}
-  units = {rule: models.UFUnit(4, use_transform=False, rule=rule, swin_depth=1, num_heads=1,
-                               cpb_hidden=8) for rule in ("residual", "anchored")}
+  units = {
+    rule: models.UFUnit(4, use_transform=False, rule=rule, swin_depth=1, num_heads=1, cpb_hidden=8)
+    for rule in ("residual", "anchored")
+  }
   run = _jit(lambda p: {r: u.apply({"params": p}, f1, f, m0, f2) for r, u in units.items()})
   out = run(params)
   mask = out["residual"][1]

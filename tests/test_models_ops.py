@@ -33,15 +33,28 @@ def test_depthwise_formulations_agree_with_grouped_conv(shape, k):
 
   # The float64 reference: the grouped convolution that nn.Conv(feature_group_count=C) runs.
   with jax.enable_x64(True):
-    ref = jax.vjp(lambda x, w, b: jax.lax.conv_general_dilated(
-        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=shape[-1]) + b, *(jnp.asarray(a, jnp.float64) for a in (x, kernel, bias)))
+    ref = jax.vjp(
+      lambda x, w, b: (
+        jax.lax.conv_general_dilated(
+          x,
+          w,
+          (1, 1),
+          "SAME",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          feature_group_count=shape[-1],
+        )
+        + b
+      ),
+      *(jnp.asarray(a, jnp.float64) for a in (x, kernel, bias)),
+    )
     ref = (ref[0],) + ref[1](jnp.asarray(cotangent, jnp.float64))
     ref = [np.asarray(r) for r in ref]
   for implementation in ops.IMPLEMENTATIONS["depthwise_conv2d"]:
     for got, want, name in zip(run(implementation), ref, ("out", "dx", "dkernel", "dbias")):
       scale = np.abs(want).max()
-      np.testing.assert_allclose(got, want, atol=2e-5 * scale, rtol=0, err_msg=f"{implementation} {name}")
+      np.testing.assert_allclose(
+        got, want, atol=2e-5 * scale, rtol=0, err_msg=f"{implementation} {name}"
+      )
 
 
 def test_depthwise_module_has_nn_conv_parameters():
@@ -73,7 +86,9 @@ def test_convnext_block_gradients_agree_across_formulations():
   block = ConvNeXtBlock(8)
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 12, 10, 8)), jnp.float32)
   params = block.init(jax.random.PRNGKey(0), x)
-  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  params = jax.tree.map(
+    lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params
+  )
   loss = lambda p, x: jnp.sum(jnp.sin(block.apply(p, x)))
   grads = {}
   for implementation in ops.IMPLEMENTATIONS["depthwise_conv2d"]:
@@ -87,8 +102,10 @@ def test_convnext_block_gradients_agree_across_formulations():
 @pytest.mark.parametrize("stage,pair,crop", [("ivf", "tno", None), ("mfif", "lytro", 160)])
 def test_shipped_outputs_unchanged_by_formulation(stage, pair, crop):
   model = stages.load_fusion_model(weights.shipped_checkpoint(stage), expected_task=stage)
-  y = [color.split_luma_chroma(imageio.load_image(path))[0]
-       for path in sample_pairs.sample_pair(pair).sources]
+  y = [
+    color.split_luma_chroma(imageio.load_image(path))[0]
+    for path in sample_pairs.sample_pair(pair).sources
+  ]
   if crop:
     y = [im[:crop, :crop] for im in y]
   y1, y2 = (jnp.asarray(im[None]) for im in y)
@@ -96,6 +113,7 @@ def test_shipped_outputs_unchanged_by_formulation(stage, pair, crop):
   for implementation in ops.IMPLEMENTATIONS["depthwise_conv2d"]:
     with ops.implementations(depthwise_conv2d=implementation):
       outputs[implementation] = np.asarray(
-          jax.jit(lambda p, u, v: model.model.apply({"params": p}, u, v))(model.params, y1, y2))
+        jax.jit(lambda p, u, v: model.model.apply({"params": p}, u, v))(model.params, y1, y2)
+      )
   first, second = outputs.values()
   assert np.abs(first - second).max() <= 1e-5

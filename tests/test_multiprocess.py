@@ -27,9 +27,15 @@ from fusionjax.train import logging as train_logging
 ROOT = Path(__file__).resolve().parents[1]
 # The smoke MFIF run, cut further (one unit, one pooling scale) to keep compilation short; 4 steps
 # with checkpoints at 2 and 4.
-_ARGS = ["--config=configs/mfif.py:smoke", "--config.data.data_dir=fusionjax/data/samples", "--config.num_steps=4",
-         "--config.checkpoint_every=2", "--config.keep_checkpoints=5", "--config.model.num_units=1",
-         "--config.model.pool_factors=(1,)"]
+_ARGS = [
+  "--config=configs/mfif.py:smoke",
+  "--config.data.data_dir=fusionjax/data/samples",
+  "--config.num_steps=4",
+  "--config.checkpoint_every=2",
+  "--config.keep_checkpoints=5",
+  "--config.model.num_units=1",
+  "--config.model.pool_factors=(1,)",
+]
 _TIMEOUT_S = 600
 
 
@@ -41,15 +47,25 @@ def _free_port() -> int:
 
 def _env(devices: int, cache: str) -> dict:
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-  env.update(JAX_PLATFORMS="cpu", FUSIONJAX_CACHE_DIR=cache, PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-             XLA_FLAGS="--xla_backend_optimization_level=0"
-             + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else ""))
+  env.update(
+    JAX_PLATFORMS="cpu",
+    FUSIONJAX_CACHE_DIR=cache,
+    PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    XLA_FLAGS="--xla_backend_optimization_level=0"
+    + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else ""),
+  )
   return env
 
 
 def _train(workdir: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "train.py", *_ARGS, f"--workdir={workdir}", *extra], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=_TIMEOUT_S)
+  return subprocess.run(
+    [sys.executable, "train.py", *_ARGS, f"--workdir={workdir}", *extra],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=_TIMEOUT_S,
+  )
 
 
 def _params(workdir: Path, step: int) -> np.ndarray:
@@ -63,7 +79,9 @@ def _params(workdir: Path, step: int) -> np.ndarray:
 def test_two_processes_match_one_process_on_two_devices_and_resume(tmp_path):
   # Gloo connects the processes through the address this machine's name resolves to.
   if not ipaddress.ip_address(socket.gethostbyname(socket.gethostname())).is_loopback:
-    pytest.skip("the host name does not resolve to a loopback address, which the CPU collectives would use")
+    pytest.skip(
+      "the host name does not resolve to a loopback address, which the CPU collectives would use"
+    )
   multi, single = tmp_path / "two_processes", tmp_path / "one_process"
   port = _free_port()
   env = _env(1, "off")
@@ -71,10 +89,23 @@ def test_two_processes_match_one_process_on_two_devices_and_resume(tmp_path):
   procs = []
   try:
     for i in range(2):
-      procs.append(subprocess.Popen(
-          [sys.executable, "train.py", *_ARGS, f"--workdir={multi}", f"--config.coordinator_address=127.0.0.1:{port}",
-           "--config.num_processes=2", f"--config.process_id={i}"],
-          cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
+      procs.append(
+        subprocess.Popen(
+          [
+            sys.executable,
+            "train.py",
+            *_ARGS,
+            f"--workdir={multi}",
+            f"--config.coordinator_address=127.0.0.1:{port}",
+            "--config.num_processes=2",
+            f"--config.process_id={i}",
+          ],
+          cwd=ROOT,
+          env=env,
+          stdout=logs[i],
+          stderr=subprocess.STDOUT,
+        )
+      )
     codes = [p.wait(timeout=_TIMEOUT_S) for p in procs]
   finally:
     for p in procs:
@@ -83,7 +114,9 @@ def test_two_processes_match_one_process_on_two_devices_and_resume(tmp_path):
         p.wait()
     for f in logs:
       f.close()
-  tails = "\n".join(f"process {i}:\n" + (tmp_path / f"process_{i}.log").read_text()[-3000:] for i in range(2))
+  tails = "\n".join(
+    f"process {i}:\n" + (tmp_path / f"process_{i}.log").read_text()[-3000:] for i in range(2)
+  )
   assert codes == [0, 0], tails
   assert "2 device(s) (jit, 2 process(es))" in tails
 

@@ -22,21 +22,32 @@ def _section(text, title):
   """The lines of one '#### title' section."""
   start = text.index(f"#### {title}")
   end = text.find("#### ", start + 5)
-  return text[start:end if end >= 0 else len(text)]
+  return text[start : end if end >= 0 else len(text)]
 
 
 def _results():
-  tno = {key: {conv: _entry(EN=6.5 + i, MI=13.0, SCD=1.5, **{"MS-SSIM": 0.9, "Qabf": 0.4})
-               for conv in make_tables.CONVENTIONS}
-         for i, key in enumerate(("ours", "average", "max", "stage_mfif", "stage_meif", "no_teacher"))}
+  tno = {
+    key: {
+      conv: _entry(EN=6.5 + i, MI=13.0, SCD=1.5, **{"MS-SSIM": 0.9, "Qabf": 0.4})
+      for conv in make_tables.CONVENTIONS
+    }
+    for i, key in enumerate(("ours", "average", "max", "stage_mfif", "stage_meif", "no_teacher"))
+  }
   tno["with_teacher"] = tno["ours"]
-  sice = {key: {"clean": _entry(PSNR=18.0, **{"MS-SSIM": 0.8, "MEF-SSIM": 0.7})} for key in ("ours", "average")}
+  sice = {
+    key: {"clean": _entry(PSNR=18.0, **{"MS-SSIM": 0.8, "MEF-SSIM": 0.7})}
+    for key in ("ours", "average")
+  }
   return {"tno": tno, "sice": sice}
 
 
 def test_tables_put_ours_baselines_and_paper_rows_side_by_side():
-  names = {"stage_mfif": "MFIF stage", "stage_meif": "MEIF stage", "no_teacher": "no teacher",
-           "with_teacher": "with teacher"}
+  names = {
+    "stage_mfif": "MFIF stage",
+    "stage_meif": "MEIF stage",
+    "no_teacher": "no teacher",
+    "with_teacher": "with teacher",
+  }
   text = make_tables.results_markdown(_results(), names, True, 256, "EFRUFN-cpu (ours)")
   assert "downscaled to it" in text and "256 px" in text
   tno = _section(text, "TNO (IVF)")
@@ -52,7 +63,10 @@ def test_tables_put_ours_baselines_and_paper_rows_side_by_side():
   assert "max (per pixel)" not in sice and "· paper" not in sice.replace("paper EFRUFN", "")
   assert "21.7333" in sice
   ablation = _section(text, "Gradient")
-  assert "| IVF stage, no teacher · clean |" in ablation and "| IVF stage, with teacher · paper |" in ablation
+  assert (
+    "| IVF stage, no teacher · clean |" in ablation
+    and "| IVF stage, with teacher · paper |" in ablation
+  )
   assert "| MFIF stage · clean |" in ablation and "paper: IVF stage, no teacher" in ablation
   assert "13.6321" in ablation
 
@@ -67,10 +81,13 @@ def test_missing_metrics_print_a_dash():
 
 def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
   readme = tmp_path / "README.md"
-  readme.write_text(f"# Title\n\nbefore\n{make_tables.README_BEGIN}\nold table\n{make_tables.README_END}\nafter\n")
+  readme.write_text(
+    f"# Title\n\nbefore\n{make_tables.README_BEGIN}\nold table\n{make_tables.README_END}\nafter\n"
+  )
   make_tables.update_readme(readme, "new table\n")
-  assert readme.read_text() == (f"# Title\n\nbefore\n{make_tables.README_BEGIN}\nnew table\n"
-                                f"{make_tables.README_END}\nafter\n")
+  assert readme.read_text() == (
+    f"# Title\n\nbefore\n{make_tables.README_BEGIN}\nnew table\n{make_tables.README_END}\nafter\n"
+  )
   (tmp_path / "plain.md").write_text("no markers")
   with pytest.raises(ValueError, match="results:begin"):
     make_tables.update_readme(tmp_path / "plain.md", "x")

@@ -34,19 +34,30 @@ def test_cache_dir_from_environment(monkeypatch, tmp_path):
 
 
 def test_configure_fills_the_cache_and_a_second_process_hits_it(tmp_path):
-  program = ("import jax, jax.numpy as jnp, logging\n"
-             "from fusionjax import runtime\n"
-             "print(runtime.configure())\n"
-             # However fast this tiny program compiles, it must be cached for the check below.
-             "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
-             "logging.basicConfig(level=logging.WARNING)\n"
-             "logging.getLogger('jax._src.compiler').setLevel(logging.DEBUG)\n"
-             "f = jax.jit(lambda x: jnp.linalg.qr(jnp.sin(x) @ x.T)[0].sum())\n"
-             "print(float(f(jnp.ones((64, 64)))))\n")
+  program = (
+    "import jax, jax.numpy as jnp, logging\n"
+    "from fusionjax import runtime\n"
+    "print(runtime.configure())\n"
+    # However fast this tiny program compiles, it must be cached for the check below.
+    "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+    "logging.basicConfig(level=logging.WARNING)\n"
+    "logging.getLogger('jax._src.compiler').setLevel(logging.DEBUG)\n"
+    "f = jax.jit(lambda x: jnp.linalg.qr(jnp.sin(x) @ x.T)[0].sum())\n"
+    "print(float(f(jnp.ones((64, 64)))))\n"
+  )
   env = dict(os.environ, FUSIONJAX_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
   env["XLA_FLAGS"] = ""
-  runs = [subprocess.run([sys.executable, "-c", program], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300) for _ in range(2)]
+  runs = [
+    subprocess.run(
+      [sys.executable, "-c", program],
+      env=env,
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+    for _ in range(2)
+  ]
   for run in runs:
     assert run.returncode == 0, run.stderr[-2000:]
     assert str(tmp_path / "cache") in run.stdout

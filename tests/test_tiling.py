@@ -15,8 +15,17 @@ def _fresh_seed() -> int:
   return seed
 
 
-@pytest.mark.parametrize("length,tile,overlap,align", [(1, 64, 0, 32), (100, 64, 32, 32), (333, 96, 32, 32),
-                                                       (1024, 256, 64, 16), (257, 256, 64, 32), (97, 96, 0, 8)])
+@pytest.mark.parametrize(
+  "length,tile,overlap,align",
+  [
+    (1, 64, 0, 32),
+    (100, 64, 32, 32),
+    (333, 96, 32, 32),
+    (1024, 256, 64, 16),
+    (257, 256, 64, 32),
+    (97, 96, 0, 8),
+  ],
+)
 def test_tile_grid_covers_the_axis_on_an_aligned_grid(length, tile, overlap, align):
   grid = tiling.tile_grid(length, tile, overlap, align)
   assert grid.padded >= length and grid.padded % align == 0 and grid.tile % align == 0
@@ -37,22 +46,24 @@ def test_blend_weights_are_a_partition_of_unity(overlap):
   for k, start in enumerate(grid.starts):
     weights = tiling.blend_weights(grid, k)
     assert weights.min() >= 0 and weights.max() <= 1
-    total[start:start + grid.tile] += weights
+    total[start : start + grid.tile] += weights
   np.testing.assert_allclose(total, 1.0, atol=1e-12)
   # The outer quarter of every overlap is discarded (weight 0) on the inner side of a tile.
   inner = tiling.blend_weights(grid, 1)
-  assert np.all(inner[:overlap // 4] == 0) and np.all(inner[-(overlap // 4):] == 0)
+  assert np.all(inner[: overlap // 4] == 0) and np.all(inner[-(overlap // 4) :] == 0)
 
 
 def _box_filter(radius):
   """A local function with receptive field (2 radius + 1)^2 that pads itself by reflection."""
+
   def fn(image):
     padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
     out = np.zeros_like(image, dtype=np.float64)
     for dy in range(2 * radius + 1):
       for dx in range(2 * radius + 1):
-        out += padded[dy:dy + image.shape[0], dx:dx + image.shape[1]]
+        out += padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
     return (out / (2 * radius + 1) ** 2) ** 2  # squared: not linear, so blending cannot hide errors
+
   return fn
 
 
@@ -89,8 +100,15 @@ def test_tiled_apply_batches_and_reports_progress():
     calls.append(stack.shape[0])
     return np.stack([fn(tile) for tile in stack])
 
-  out = tiling.tiled_apply(batched, [image], tile_size=96, overlap=32, align=32, batch=4,
-                              progress=lambda done, total: seen.append((done, total)))
+  out = tiling.tiled_apply(
+    batched,
+    [image],
+    tile_size=96,
+    overlap=32,
+    align=32,
+    batch=4,
+    progress=lambda done, total: seen.append((done, total)),
+  )
   np.testing.assert_allclose(out, single, atol=1e-6)
   total = seen[-1][1]
   assert total == sum(calls) > 4 and max(calls) == 4
@@ -125,8 +143,10 @@ def test_reflect_pad_reflects_bottom_right_and_repeats_a_single_row():
   padded = tiling.reflect_pad(image, 5, 6)
   assert padded.shape == (5, 6, 1)
   np.testing.assert_array_equal(padded[:3, :4], image)
-  np.testing.assert_array_equal(padded[3:, :4, 0], image[[1, 0], :, 0])   # rows 3, 4 reflect rows 1, 0
-  np.testing.assert_array_equal(padded[:3, 4:, 0], image[:, [2, 1], 0])   # columns 4, 5 reflect 2, 1
+  np.testing.assert_array_equal(
+    padded[3:, :4, 0], image[[1, 0], :, 0]
+  )  # rows 3, 4 reflect rows 1, 0
+  np.testing.assert_array_equal(padded[:3, 4:, 0], image[:, [2, 1], 0])  # columns 4, 5 reflect 2, 1
   row = np.ones((1, 3, 1), np.float32)
   np.testing.assert_array_equal(tiling.reflect_pad(row, 4, 3), np.ones((4, 3, 1)))
   assert tiling.round_up(97, 32) == 128 and tiling.round_up(96, 32) == 96

@@ -177,11 +177,17 @@ def test_smoke_chain_resume_and_lineage(tmp_path):
   env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-  result = subprocess.run([sys.executable, "-c", _SCRIPT, str(DATA), str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1500)
+  result = subprocess.run(
+    [sys.executable, "-c", _SCRIPT, str(DATA), str(tmp_path)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1500,
+  )
   assert result.returncode == 0, result.stderr[-6000:]
   line = [l for l in result.stdout.splitlines() if l.startswith("REPORT ")][-1]
-  report = json.loads(line[len("REPORT "):])
+  report = json.loads(line[len("REPORT ") :])
   print(json.dumps(report, indent=1))
 
   # Interrupt and resume: a checkpoint at the interrupted step, then the uninterrupted parameters.

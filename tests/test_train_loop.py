@@ -28,7 +28,9 @@ from fusionjax.train import loop  # noqa: E402
 from shared_data import SHARED_DATA
 
 DATA = SHARED_DATA
-needs_data = pytest.mark.skipif(not (DATA / "clean_natural").is_dir(), reason="benchmark data not staged")
+needs_data = pytest.mark.skipif(
+  not (DATA / "clean_natural").is_dir(), reason="benchmark data not staged"
+)
 CONFIGS = {"mfif": mfif, "meif": meif, "ivf": ivf}
 
 
@@ -42,22 +44,38 @@ def _snapshot(path: Path) -> dict:
   """Every file under ``path`` with its size and modification time (empty if absent)."""
   if not path.exists():
     return {}
-  return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))}
+  return {
+    str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+    for p in sorted(path.rglob("*"))
+  }
 
 
 def _fake_checkpoint(workdir: Path, task: str) -> None:
   """A stage checkpoint holding only metadata of ``task`` (enough for the teacher and resume checks)."""
   with checkpoints.StageCheckpointer(workdir) as ckpt:
-    ckpt.save(1, {"step": np.int32(1)}, {"format": checkpoints.FORMAT, "task": task,
-                                         "model": {"name": "efrufn"}, "colornet": None, "config": {},
-                                         "teacher": None, "workdir": str(workdir), "fusionjax_version": "0"})
+    ckpt.save(
+      1,
+      {"step": np.int32(1)},
+      {
+        "format": checkpoints.FORMAT,
+        "task": task,
+        "model": {"name": "efrufn"},
+        "colornet": None,
+        "config": {},
+        "teacher": None,
+        "workdir": str(workdir),
+        "fusionjax_version": "0",
+      },
+    )
 
 
 @pytest.fixture
 def no_data_loading(monkeypatch):
   """Fails the test if the training data is touched."""
+
   def refuse(*args, **kwargs):
     raise AssertionError("training data was loaded before the configuration checks finished")
+
   monkeypatch.setattr(fj_data, "make_training_source", refuse)
 
 
@@ -65,7 +83,9 @@ def no_data_loading(monkeypatch):
 def test_configs_chain_and_document_every_stage(task):
   config = CONFIGS[task].get_config()
   assert config.task == task and config.workdir_default == f"runs/{task}"
-  assert config.model.name == "efrufn" and config.data.patch_size == 128 and config.data.batch_size == 8
+  assert (
+    config.model.name == "efrufn" and config.data.patch_size == 128 and config.data.batch_size == 8
+  )
   expected_teacher = {"mfif": None, "meif": "runs/mfif", "ivf": "runs/meif"}[task]
   assert config.teacher_ckpt == expected_teacher
   assert config.use_teacher == (task != "mfif")
@@ -81,7 +101,9 @@ def test_configs_chain_and_document_every_stage(task):
   assert f"python train.py --config=configs/{task}.py" in doc and "smoke" in doc
 
 
-def test_missing_data_dir_names_the_flag_and_the_environment_variable(tmp_path, monkeypatch, no_data_loading):
+def test_missing_data_dir_names_the_flag_and_the_environment_variable(
+  tmp_path, monkeypatch, no_data_loading
+):
   monkeypatch.delenv(loop.DATA_DIR_ENV, raising=False)
   workdir = tmp_path / "run"
   with pytest.raises(ValueError, match=r"--config\.data\.data_dir.*FUSIONJAX_DATA"):
@@ -148,7 +170,9 @@ def test_no_teacher_is_looked_up_without_the_gradient_transfer_term(tmp_path, ta
 
 @needs_data
 @pytest.mark.parametrize("task, wrong", [("meif", "ivf"), ("ivf", "mfif")])
-def test_wrong_task_teacher_fails_before_data_and_leaves_workdirs_alone(tmp_path, task, wrong, no_data_loading):
+def test_wrong_task_teacher_fails_before_data_and_leaves_workdirs_alone(
+  tmp_path, task, wrong, no_data_loading
+):
   teacher = tmp_path / "teacher"
   _fake_checkpoint(teacher, wrong)
   teacher_files = _snapshot(teacher)
@@ -175,9 +199,14 @@ def test_workdir_of_another_stage_is_not_overwritten(tmp_path, no_data_loading):
   assert _snapshot(workdir) == before
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("num_steps", 0, "num_steps"), ("log_every", -1, "log_every"), ("sample_every", -2, "sample_every"),
-])
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("num_steps", 0, "num_steps"),
+    ("log_every", -1, "log_every"),
+    ("sample_every", -2, "sample_every"),
+  ],
+)
 def test_bad_config_values_are_rejected(tmp_path, field, value, message, no_data_loading):
   config = _smoke("mfif", tmp_path)
   config[field] = value
@@ -220,15 +249,34 @@ def test_multi_process_flags_go_to_jax_distributed(tmp_path, monkeypatch):
   assert calls == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}]
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"coordinator_address": "10.0.0.1:1234"}, "--config.num_processes, --config.process_id not set"),
+@pytest.mark.parametrize(
+  "fields, message",
+  [
+    (
+      {"coordinator_address": "10.0.0.1:1234"},
+      "--config.num_processes, --config.process_id not set",
+    ),
     ({"coordinator_address": "10.0.0.1", "num_processes": 2, "process_id": 0}, "is not HOST:PORT"),
-    ({"coordinator_address": "host:99999", "num_processes": 2, "process_id": 0}, "is not HOST:PORT"),
-    ({"coordinator_address": "host:1234", "num_processes": 0, "process_id": 0}, "num_processes must be a positive"),
-    ({"coordinator_address": "host:1234", "num_processes": 2, "process_id": 2}, r"process_id must be in 0\.\.1"),
-])
-def test_bad_multi_process_flags_are_rejected_before_jax_starts(tmp_path, monkeypatch, fields, message):
-  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: pytest.fail("initialize was called"))
+    (
+      {"coordinator_address": "host:99999", "num_processes": 2, "process_id": 0},
+      "is not HOST:PORT",
+    ),
+    (
+      {"coordinator_address": "host:1234", "num_processes": 0, "process_id": 0},
+      "num_processes must be a positive",
+    ),
+    (
+      {"coordinator_address": "host:1234", "num_processes": 2, "process_id": 2},
+      r"process_id must be in 0\.\.1",
+    ),
+  ],
+)
+def test_bad_multi_process_flags_are_rejected_before_jax_starts(
+  tmp_path, monkeypatch, fields, message
+):
+  monkeypatch.setattr(
+    jax.distributed, "initialize", lambda *a, **k: pytest.fail("initialize was called")
+  )
   config = _smoke("mfif", tmp_path)
   config.update(fields)
   with pytest.raises(ValueError, match=message):
@@ -239,13 +287,26 @@ def test_bad_multi_process_flags_are_rejected_before_jax_starts(tmp_path, monkey
 def test_train_py_reports_a_bad_multi_process_flag_in_one_line(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run(
-      [sys.executable, str(ROOT / "train.py"), "--config=configs/mfif.py:smoke", f"--workdir={tmp_path / 'run'}",
-       "--config.coordinator_address=127.0.0.1:1234", "--config.num_processes=2", "--config.process_id=5"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      str(ROOT / "train.py"),
+      "--config=configs/mfif.py:smoke",
+      f"--workdir={tmp_path / 'run'}",
+      "--config.coordinator_address=127.0.0.1:1234",
+      "--config.num_processes=2",
+      "--config.process_id=5",
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.strip().splitlines() == [
-      "train.py: error: --config.process_id must be in 0..1 (this process's rank among "
-      "--config.num_processes=2), got 5."]
+    "train.py: error: --config.process_id must be in 0..1 (this process's rank among "
+    "--config.num_processes=2), got 5."
+  ]
   assert not (tmp_path / "run").exists()
 
 
@@ -261,9 +322,19 @@ def test_train_py_reports_missing_data_dir(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != loop.DATA_DIR_ENV}
   env["JAX_PLATFORMS"] = "cpu"
   result = subprocess.run(
-      [sys.executable, str(ROOT / "train.py"), "--config=configs/mfif.py:smoke", f"--workdir={tmp_path / 'run'}",
-       "--config.num_steps=3"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      str(ROOT / "train.py"),
+      "--config=configs/mfif.py:smoke",
+      f"--workdir={tmp_path / 'run'}",
+      "--config.num_steps=3",
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode != 0
   assert "--config.data.data_dir" in result.stderr and loop.DATA_DIR_ENV in result.stderr
   assert not (tmp_path / "run").exists()
@@ -277,18 +348,36 @@ def test_metrics_writer_drops_lines_past_the_resumed_step(tmp_path):
   assert [r["step"] for r in records] == [1, 2, 3, 4, 5] and records[0]["bad"] is None
   train_logging.MetricsWriter(tmp_path, resume_step=3).write(4, {"loss": 0.0})
   assert [(r["step"], r["loss"]) for r in train_logging.read_metrics(tmp_path)] == [
-      (1, 1.0), (2, 0.5), (3, 1.0 / 3), (4, 0.0)]
+    (1, 1.0),
+    (2, 0.5),
+    (3, 1.0 / 3),
+    (4, 0.0),
+  ]
 
 
 def test_progress_line_and_duration_format():
   progress = train_logging.Progress("ivf", start_step=0, num_steps=100)
   progress._last_time -= 10.0  # ten seconds for the first ten steps
   progress.update(10)
-  line = progress.line(10, {"loss": 0.5, "intensity": 0.1, "deq_steps": 4.0, "deq_rel_residual": 1e-3,
-                            "grad_norm": 0.2, "learning_rate": 1e-4, "all_finite": 1.0})
-  assert line.startswith("[ivf] step 10/100 | loss 0.5000 | intensity 0.1000 | deq 4.0 it, res 1.0e-03")
+  line = progress.line(
+    10,
+    {
+      "loss": 0.5,
+      "intensity": 0.1,
+      "deq_steps": 4.0,
+      "deq_rel_residual": 1e-3,
+      "grad_norm": 0.2,
+      "learning_rate": 1e-4,
+      "all_finite": 1.0,
+    },
+  )
+  assert line.startswith(
+    "[ivf] step 10/100 | loss 0.5000 | intensity 0.1000 | deq 4.0 it, res 1.0e-03"
+  )
   assert "1.00 steps/s" in line and "ETA 1m30s" in line and "all_finite" not in line
-  assert train_logging.format_duration(3725) == "1h02m05s" and train_logging.format_duration(7) == "7s"
+  assert (
+    train_logging.format_duration(3725) == "1h02m05s" and train_logging.format_duration(7) == "7s"
+  )
 
 
 def test_sample_grid_layout(tmp_path):
@@ -308,6 +397,7 @@ def test_sample_grid_layout(tmp_path):
 
 def test_quiet_library_logs_hides_orbax_info_only():
   import logging as py_logging
+
   train_logging.quiet_library_logs()
   logger = py_logging.getLogger("absl")
   make = lambda level, path: py_logging.LogRecord("absl", level, path, 1, "m", None, None)

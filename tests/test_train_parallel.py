@@ -75,8 +75,14 @@ def test_two_device_step_matches_one_device(seed):
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-  result = subprocess.run([sys.executable, "-c", _SCRIPT, str(seed)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+  result = subprocess.run(
+    [sys.executable, "-c", _SCRIPT, str(seed)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   print(report)
@@ -143,8 +149,14 @@ def test_jit_mesh_step_matches_pmap_step():
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-  result = subprocess.run([sys.executable, "-c", _MODES_SCRIPT, "3", "3"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+  result = subprocess.run(
+    [sys.executable, "-c", _MODES_SCRIPT, "3", "3"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   pmap, jit = report["pmap"], report["jit"]

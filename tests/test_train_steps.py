@@ -28,8 +28,17 @@ SHAPE = (2, 15, 22, 1)
 
 
 def _optimizer_config(**overrides):
-  config = ml_collections.ConfigDict(dict(learning_rate=1e-3, warmup_steps=0, end_lr_factor=0.1, b1=0.9,
-                                          b2=0.999, eps=1e-8, grad_clip_norm=1.0))
+  config = ml_collections.ConfigDict(
+    dict(
+      learning_rate=1e-3,
+      warmup_steps=0,
+      end_lr_factor=0.1,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip_norm=1.0,
+    )
+  )
   config.update(overrides)
   return config
 
@@ -46,12 +55,18 @@ def _model_and_params(name: str):
 
 def _state(name: str, optimizer, colornet=None, colornet_optimizer=None):
   model, params = _model_and_params(name)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params),
-           "rng": jax.random.PRNGKey(0)}
+  state = {
+    "step": jnp.zeros((), jnp.int32),
+    "params": params,
+    "opt_state": optimizer.init(params),
+    "rng": jax.random.PRNGKey(0),
+  }
   if colornet is not None:
     crcb = jnp.full(SHAPE[:3] + (2,), 0.5, jnp.float32)
     y = jnp.full(SHAPE, 0.5, jnp.float32)
-    state["colornet_params"] = jax.device_get(colornet.init(jax.random.PRNGKey(2), crcb, crcb, y)["params"])
+    state["colornet_params"] = jax.device_get(
+      colornet.init(jax.random.PRNGKey(2), crcb, crcb, y)["params"]
+    )
     state["colornet_opt_state"] = colornet_optimizer.init(state["colornet_params"])
   return model, state
 
@@ -75,12 +90,15 @@ def _copy(tree):
 def _trees_equal(a, b) -> bool:
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   return jax.tree.structure(a) == jax.tree.structure(b) and all(
-      np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b))
+    np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b)
+  )
 
 
 def _changed_fraction(before, after) -> float:
-  changed = [not np.array_equal(np.asarray(x), np.asarray(y))
-             for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(after))]
+  changed = [
+    not np.array_equal(np.asarray(x), np.asarray(y))
+    for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(after))
+  ]
   return float(np.mean(changed))
 
 
@@ -88,7 +106,9 @@ def _changed_fraction(before, after) -> float:
 def _mfif_step():
   optimizer = train_state.make_optimizer(_optimizer_config(), num_steps=10)
   model, state = _state("efrufn", optimizer)
-  step = train_steps.make_train_step("mfif", model, optimizer, train_steps.LossWeights(), axis_name=None)
+  step = train_steps.make_train_step(
+    "mfif", model, optimizer, train_steps.LossWeights(), axis_name=None
+  )
   return jax.jit(step, compiler_options=FAST_COMPILE), state
 
 
@@ -101,7 +121,9 @@ def test_mfif_step_updates_params_and_reports_ssim_and_solver_stats():
   metrics = jax.device_get(metrics)
   assert np.isfinite(metrics["loss"]) and 0.0 < metrics["loss"] < 2.0
   assert metrics["loss"] == metrics["ssim_loss"]
-  assert "gradient_transfer" not in metrics and "color" not in metrics and "fixed_point" not in metrics
+  assert (
+    "gradient_transfer" not in metrics and "color" not in metrics and "fixed_point" not in metrics
+  )
   assert metrics["all_finite"] == 1.0
   assert 1.0 <= metrics["deq_steps"] <= TINY_EFRUFN["max_iter"]
   assert int(new_state["step"]) == 1
@@ -128,17 +150,29 @@ def test_meif_step_with_teacher_of_another_architecture_and_colornet():
   teacher_model, teacher_params = _model_and_params("frufn")
   teacher_before = _copy(teacher_params)
   step = train_steps.make_train_step(
-      "meif", model, optimizer, train_steps.LossWeights(gradient_transfer=2.0, fixed_point=0.5), teacher_model=teacher_model,
-      colornet=colornet, colornet_optimizer=colornet_optimizer, axis_name=None)
+    "meif",
+    model,
+    optimizer,
+    train_steps.LossWeights(gradient_transfer=2.0, fixed_point=0.5),
+    teacher_model=teacher_model,
+    colornet=colornet,
+    colornet_optimizer=colornet_optimizer,
+    axis_name=None,
+  )
   before = _copy(state)
-  new_state, metrics = jax.jit(step, compiler_options=FAST_COMPILE)(state, _batch(12, "meif"), teacher_params)
+  new_state, metrics = jax.jit(step, compiler_options=FAST_COMPILE)(
+    state, _batch(12, "meif"), teacher_params
+  )
   metrics = jax.device_get(metrics)
   assert all(np.isfinite(v) for v in metrics.values())
   assert metrics["gradient_transfer"] >= 0.0 and metrics["color"] > 0.0
   # EFRUFN's fixed-point residual after 2 plain iterations: positive, and weighted into the loss.
   assert 0.0 < metrics["fixed_point"] < 10.0
-  np.testing.assert_allclose(metrics["loss"], metrics["ssim_loss"] + 2.0 * metrics["gradient_transfer"]
-                             + 0.5 * metrics["fixed_point"], rtol=1e-6)
+  np.testing.assert_allclose(
+    metrics["loss"],
+    metrics["ssim_loss"] + 2.0 * metrics["gradient_transfer"] + 0.5 * metrics["fixed_point"],
+    rtol=1e-6,
+  )
   assert _changed_fraction(before["params"], new_state["params"]) > 0.9
   assert _changed_fraction(before["colornet_params"], new_state["colornet_params"]) > 0.9
   # The teacher is an input only: bit-identical afterwards and absent from the returned state.
@@ -153,11 +187,17 @@ def test_ivf_step_with_teacher_combines_eq4_terms():
   teacher_model, teacher_params = _model_and_params("efrufn")
   teacher_before = _copy(teacher_params)
   weights = train_steps.LossWeights(gradient_transfer=0.5, texture=2.0, structure=0.25)
-  step = train_steps.make_train_step("ivf", model, optimizer, weights, teacher_model=teacher_model, axis_name=None)
+  step = train_steps.make_train_step(
+    "ivf", model, optimizer, weights, teacher_model=teacher_model, axis_name=None
+  )
   before = _copy(state)
-  new_state, metrics = jax.jit(step, compiler_options=FAST_COMPILE)(state, _batch(13, "ivf"), teacher_params)
+  new_state, metrics = jax.jit(step, compiler_options=FAST_COMPILE)(
+    state, _batch(13, "ivf"), teacher_params
+  )
   m = jax.device_get(metrics)
-  expected = m["intensity"] + 2.0 * m["texture"] + 0.25 * m["structure"] + 0.5 * m["gradient_transfer"]
+  expected = (
+    m["intensity"] + 2.0 * m["texture"] + 0.25 * m["structure"] + 0.5 * m["gradient_transfer"]
+  )
   np.testing.assert_allclose(m["loss"], expected, rtol=1e-6)
   assert m["all_finite"] == 1.0 and "deq_steps" not in m  # FRUFN sows no solver statistics
   assert _changed_fraction(before["params"], new_state["params"]) > 0.9
@@ -168,15 +208,26 @@ def test_make_train_step_rejects_inconsistent_teacher_settings():
   optimizer = train_state.make_optimizer(_optimizer_config(), num_steps=10)
   model = models.create_model(TINY_FRUFN)
   with pytest.raises(ValueError, match="no teacher"):
-    train_steps.make_train_step("mfif", model, optimizer, train_steps.LossWeights(gradient_transfer=1.0),
-                                teacher_model=model)
+    train_steps.make_train_step(
+      "mfif", model, optimizer, train_steps.LossWeights(gradient_transfer=1.0), teacher_model=model
+    )
   with pytest.raises(ValueError, match="λ > 0 needs a teacher"):
-    train_steps.make_train_step("ivf", model, optimizer, train_steps.LossWeights(gradient_transfer=1.0))
+    train_steps.make_train_step(
+      "ivf", model, optimizer, train_steps.LossWeights(gradient_transfer=1.0)
+    )
   with pytest.raises(ValueError, match="λ > 0"):
-    train_steps.make_train_step("ivf", model, optimizer, train_steps.LossWeights(), teacher_model=model)
+    train_steps.make_train_step(
+      "ivf", model, optimizer, train_steps.LossWeights(), teacher_model=model
+    )
   with pytest.raises(ValueError, match="meif"):
-    train_steps.make_train_step("ivf", model, optimizer, train_steps.LossWeights(),
-                                colornet=models.ColorNet(), colornet_optimizer=optimizer)
+    train_steps.make_train_step(
+      "ivf",
+      model,
+      optimizer,
+      train_steps.LossWeights(),
+      colornet=models.ColorNet(),
+      colornet_optimizer=optimizer,
+    )
   with pytest.raises(ValueError, match="Unknown task"):
     train_steps.make_train_step("mif", model, optimizer, train_steps.LossWeights())
   with pytest.raises(ValueError, match="needs EFRUFN"):
@@ -185,6 +236,7 @@ def test_make_train_step_rejects_inconsistent_teacher_settings():
 
 def test_relative_residual_of_the_fixed_point_term():
   from fusionjax.models import unfolding
+
   z = (jnp.ones((2, 3, 4, 5)), jnp.full((2, 3, 4, 1), 0.5))
   assert float(unfolding.relative_residual(z, z)) == 0.0
   doubled = jax.tree.map(lambda a: 2 * a, z)
@@ -202,9 +254,13 @@ def test_fusion_loss_per_stage_on_constructed_inputs():
   vis, ir = rng.random(SHAPE).astype(np.float32), rng.random(SHAPE).astype(np.float32)
   fused = np.maximum(vis, ir)
   weights = train_steps.LossWeights(gradient_transfer=3.0, texture=1.0, structure=0.5)
-  total, terms = train_steps.fusion_loss("ivf", fused, {"y1": vis, "y2": ir}, weights, teacher_fused=fused)
+  total, terms = train_steps.fusion_loss(
+    "ivf", fused, {"y1": vis, "y2": ir}, weights, teacher_fused=fused
+  )
   assert float(terms["intensity"]) == 0.0 and float(terms["gradient_transfer"]) == 0.0
-  expected = float(losses.texture_loss(fused, vis, ir)) + 0.5 * float(losses.structure_loss(fused, vis, ir))
+  expected = float(losses.texture_loss(fused, vis, ir)) + 0.5 * float(
+    losses.structure_loss(fused, vis, ir)
+  )
   assert float(total) == pytest.approx(expected, rel=1e-6)
 
 
@@ -221,6 +277,7 @@ def test_learning_rate_schedule_warms_up_then_decays():
 
 def test_optimizer_clips_the_global_norm_before_adam():
   import optax
+
   config = _optimizer_config(grad_clip_norm=0.5, learning_rate=1e-2)
   optimizer = train_state.make_optimizer(config, num_steps=10)
   reference = optax.adam(train_state.learning_rate_schedule(config, 10), b1=0.9, b2=0.999, eps=1e-8)

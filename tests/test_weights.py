@@ -23,8 +23,10 @@ STAGES = tasks.STAGES
 
 @pytest.fixture(scope="module")
 def shipped():
-  return {stage: stages.load_fusion_model(weights.shipped_checkpoint(stage), expected_task=stage)
-          for stage in STAGES}
+  return {
+    stage: stages.load_fusion_model(weights.shipped_checkpoint(stage), expected_task=stage)
+    for stage in STAGES
+  }
 
 
 def test_default_set_holds_three_chained_stages(shipped):
@@ -53,7 +55,9 @@ def test_task_names_map_to_stages():
   assert model.task == "meif"
   with pytest.raises(ValueError, match="name the task"):
     stages.load_model(None)
-  with pytest.raises(ValueError, match="Unknown task 'pansharpening'; use one of mfif, meif, ivf, mif"):
+  with pytest.raises(
+    ValueError, match="Unknown task 'pansharpening'; use one of mfif, meif, ivf, mif"
+  ):
     stages.load_model(None, task="pansharpening")
   assert stages.load_model(model, task="MIF") is model
   with pytest.raises(ValueError, match="needs a 'ivf' checkpoint"):
@@ -89,9 +93,16 @@ def test_cli_without_task_or_ckpt_explains(tmp_path, capsys):
 
 def test_evaluate_shipped_runs_the_stage_of_the_dataset_task(tmp_path):
   from fusionjax import evaluation
-  summary = evaluation.evaluate_checkpoint(stages.SHIPPED, "harvard_mri_ct", tmp_path / "eval",
-                                           data_dir=sample_pairs.samples_dir(), max_side=64, metrics=["EN"],
-                                           measure_flops=False)
+
+  summary = evaluation.evaluate_checkpoint(
+    stages.SHIPPED,
+    "harvard_mri_ct",
+    tmp_path / "eval",
+    data_dir=sample_pairs.samples_dir(),
+    max_side=64,
+    metrics=["EN"],
+    measure_flops=False,
+  )
   # Medical pairs use the multi-exposure stage (paper §4.5).
   assert summary["checkpoint"]["task"] == "meif"
   assert Path(summary["checkpoint"]["path"]) == weights.shipped_checkpoint("meif")

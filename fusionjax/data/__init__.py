@@ -43,9 +43,11 @@ def __getattr__(name):
   # tensorflow_datasets takes about a second to import; only TFDS users pay for it.
   if name == "tfds_builders":
     import importlib  # pylint: disable=import-outside-toplevel
+
     return importlib.import_module("fusionjax.data.tfds_builders")
   if name == "shard_batch":
     # Moved to fusionjax.train.parallel; imported lazily here (train imports data, not the reverse).
     from fusionjax.train.parallel import shard_batch  # pylint: disable=import-outside-toplevel
+
     return shard_batch
   raise AttributeError(f"module 'fusionjax.data' has no attribute {name!r}")

@@ -57,26 +57,30 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
     # Share of examples drawn from Real-MFF when real_mff_dir is set: half real, half synthetic keeps
     # real defocus in every batch while the synthetic pairs add scene variety.
     config.real_mff_fraction = 0.5
-    config.multi_focus = ml_collections.ConfigDict({
+    config.multi_focus = ml_collections.ConfigDict(
+      {
         "sigma_range": synthetic.DEFAULT_SIGMA_RANGE,
         "mask_fraction_range": synthetic.DEFAULT_MASK_FRACTION_RANGE,
         "mask_cells_range": synthetic.DEFAULT_MASK_CELLS_RANGE,
         "gamma": synthetic.DEFAULT_BLUR_GAMMA,
-    })
+      }
+    )
   elif task == "meif":
     # Share of synthetic multi-exposure pairs (from clean_natural); the rest are SICE training pairs.
     # Half and half: SICE has real exposures and references but few scenes (11 staged here).
     config.synthetic_fraction = 0.5
     # SICE split used for training; its 'test' split stays for evaluation.
     config.sice_split = "train"
-    config.multi_exposure = ml_collections.ConfigDict({
+    config.multi_exposure = ml_collections.ConfigDict(
+      {
         "under_ev": synthetic.DEFAULT_UNDER_EV,
         "over_ev": synthetic.DEFAULT_OVER_EV,
         "response_gamma_range": synthetic.DEFAULT_RESPONSE_GAMMA_RANGE,
         "response_contrast_range": synthetic.DEFAULT_RESPONSE_CONTRAST_RANGE,
         "shot_noise_range": synthetic.DEFAULT_SHOT_NOISE_RANGE,
         "read_noise_range": synthetic.DEFAULT_READ_NOISE_RANGE,
-    })
+      }
+    )
   else:
     # RoadScene split used for training: 'train' excludes the 50 test pairs; TNO is never trained on.
     config.roadscene_split = "train"
@@ -86,15 +90,19 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
 def _check_task(task: str) -> None:
   # The trained stages; MIF is fused by the stage-2 model, never trained (docs/DESIGN.md §1).
   if task not in tasks.STAGES:
-    raise ValueError(f"Unknown training task {task!r}; use one of {', '.join(tasks.STAGES)} "
-                     "(MIF uses the MEIF model without training).")
+    raise ValueError(
+      f"Unknown training task {task!r}; use one of {', '.join(tasks.STAGES)} "
+      "(MIF uses the MEIF model without training)."
+    )
 
 
 def _merge(defaults: dict, overrides: Mapping, prefix: str) -> dict:
   merged = dict(defaults)
   for key, value in overrides.items():
     if key not in defaults:
-      raise ValueError(f"Unknown data config field {prefix}{key}; known fields: {', '.join(sorted(defaults))}.")
+      raise ValueError(
+        f"Unknown data config field {prefix}{key}; known fields: {', '.join(sorted(defaults))}."
+      )
     if isinstance(defaults[key], dict):
       if not isinstance(value, Mapping):
         raise ValueError(f"{prefix}{key} must be a mapping, got {value!r}.")
@@ -111,8 +119,10 @@ MIN_PATCH_SIZE = 11
 def check_patch_size(value) -> None:
   """Raises ValueError unless ``value`` is an integer crop size the losses can use."""
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < MIN_PATCH_SIZE:
-    raise ValueError(f"config.data.patch_size must be an integer >= {MIN_PATCH_SIZE} (the SSIM window of "
-                     f"the losses), got {value!r}; set --config.data.patch_size larger.")
+    raise ValueError(
+      f"config.data.patch_size must be an integer >= {MIN_PATCH_SIZE} (the SSIM window of "
+      f"the losses), got {value!r}; set --config.data.patch_size larger."
+    )
 
 
 def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigDict | None) -> dict:
@@ -136,8 +146,10 @@ def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigD
     data_config = data_config.to_dict()
   config = _merge(defaults, data_config, "config.data.")
   if config["data_dir"] is None or str(config["data_dir"]) == "":
-    raise ValueError("config.data.data_dir is not set: set --config.data.data_dir=DIR (a root laid out "
-                     "as in docs/DESIGN.md §5, e.g. with clean_natural/, sice16/, roadscene/).")
+    raise ValueError(
+      "config.data.data_dir is not set: set --config.data.data_dir=DIR (a root laid out "
+      "as in docs/DESIGN.md §5, e.g. with clean_natural/, sice16/, roadscene/)."
+    )
 
   def require(condition: bool, field: str, what: str):
     if not condition:
@@ -146,12 +158,19 @@ def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigD
   def is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
-  require(is_int(config["batch_size"]) and config["batch_size"] > 0, "batch_size", "a positive integer")
+  require(
+    is_int(config["batch_size"]) and config["batch_size"] > 0, "batch_size", "a positive integer"
+  )
   check_patch_size(config["patch_size"])
   require(is_int(config["seed"]) and config["seed"] >= 0, "seed", "a non-negative integer")
-  require(config["max_images"] is None or (is_int(config["max_images"]) and config["max_images"] > 0),
-          "max_images", "None or a positive integer")
-  require(is_int(config["num_workers"]) and config["num_workers"] >= 1, "num_workers", "an integer >= 1")
+  require(
+    config["max_images"] is None or (is_int(config["max_images"]) and config["max_images"] > 0),
+    "max_images",
+    "None or a positive integer",
+  )
+  require(
+    is_int(config["num_workers"]) and config["num_workers"] >= 1, "num_workers", "an integer >= 1"
+  )
   for field in ("real_mff_fraction", "synthetic_fraction"):
     if field in config:
       require(0.0 <= config[field] <= 1.0, field, "in [0, 1]")

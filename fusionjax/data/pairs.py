@@ -24,8 +24,8 @@ TASKS = tasks.SOURCE_ORDER
 
 #: How a missing or empty data directory is set, named in every such error.
 DATA_DIR_HINT = (
-    "set data_dir: `--config.data.data_dir=DIR` for training, `--data_dir=DIR` for evaluation, "
-    "or the `data_dir` argument in Python"
+  "set data_dir: `--config.data.data_dir=DIR` for training, `--data_dir=DIR` for evaluation, "
+  "or the `data_dir` argument in Python"
 )
 
 # EXIF orientations 5..8 are transposed: load_image (exif_transpose) swaps width and height for them.
@@ -60,7 +60,9 @@ class Pair:
     if len(sources) < 2:
       raise ValueError(f"Pair {self.name!r} needs at least two sources, got {len(sources)}.")
     if self.task is not None and self.task not in TASKS:
-      raise ValueError(f"Pair {self.name!r}: unknown task {self.task!r}; use one of {sorted(TASKS)}.")
+      raise ValueError(
+        f"Pair {self.name!r}: unknown task {self.task!r}; use one of {sorted(TASKS)}."
+      )
     # Frozen dataclass: normalise str paths to Path once, here.
     object.__setattr__(self, "sources", sources)
     if self.reference is not None:
@@ -114,14 +116,20 @@ def check_data_dir(data_dir: str | os.PathLike | None, what: str = "data") -> Pa
   if not path.exists():
     raise FileNotFoundError(f"Data directory {path} for {what} does not exist; {DATA_DIR_HINT}.")
   if not path.is_dir():
-    raise FileNotFoundError(f"Data directory {path} for {what} is not a directory; {DATA_DIR_HINT}.")
+    raise FileNotFoundError(
+      f"Data directory {path} for {what} is not a directory; {DATA_DIR_HINT}."
+    )
   return path
 
 
 def image_files(directory: str | os.PathLike) -> list[Path]:
   """Image files directly inside ``directory`` (hidden files skipped), naturally sorted by name."""
   directory = Path(directory)
-  files = [p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)]
+  files = [
+    p
+    for p in directory.iterdir()
+    if p.is_file() and not p.name.startswith(".") and is_image_file(p)
+  ]
   return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -142,7 +150,9 @@ def files_by_stem(directory: str | os.PathLike, strip_suffix: str | None = None)
   """
   directory = Path(directory)
   if not directory.is_dir():
-    raise FileNotFoundError(f"Folder {directory} does not exist; check the dataset layout and data_dir.")
+    raise FileNotFoundError(
+      f"Folder {directory} does not exist; check the dataset layout and data_dir."
+    )
   pattern = re.compile(f"^(.*?)(?:{strip_suffix})$") if strip_suffix else None
   by_stem: dict[str, Path] = {}
   for path in image_files(directory):
@@ -154,8 +164,9 @@ def files_by_stem(directory: str | os.PathLike, strip_suffix: str | None = None)
       stem = match.group(1)
     if stem in by_stem:
       raise ValueError(
-          f"Ambiguous files {by_stem[stem]} and {path}: both give the sample name {stem!r}. "
-          "Remove or rename one of them.")
+        f"Ambiguous files {by_stem[stem]} and {path}: both give the sample name {stem!r}. "
+        "Remove or rename one of them."
+      )
     by_stem[stem] = path
   return by_stem
 
@@ -179,17 +190,19 @@ def match_stems(folders: Sequence[dict[str, Path]], dirs: Sequence[Path]) -> lis
     present = [f[stem] for f in folders if stem in f]
     if len(present) != len(folders):
       missing = [str(d) for d, f in zip(dirs, folders) if stem not in f]
-      problems.append(f"{present[0]} has no partner named {stem}.<image suffix> in {', '.join(missing)}")
+      problems.append(
+        f"{present[0]} has no partner named {stem}.<image suffix> in {', '.join(missing)}"
+      )
   if problems:
     raise ValueError(format_problems("files without a partner", problems))
   return sorted(all_stems, key=natural_key)
 
 
 def folder_pairs(
-    *dirs: str | os.PathLike,
-    task: str | None = None,
-    reference_dir: str | os.PathLike | None = None,
-    validate: bool = True,
+  *dirs: str | os.PathLike,
+  task: str | None = None,
+  reference_dir: str | os.PathLike | None = None,
+  validate: bool = True,
 ) -> list[Pair]:
   """Pairs from folders of matching file names: ``a/x.png`` goes with ``b/x.jpg`` (stems match).
 
@@ -221,9 +234,13 @@ def folder_pairs(
   stems = match_stems(folders, paths)
   n = len(dirs)
   pairs = [
-      Pair(name=stem, sources=tuple(f[stem] for f in folders[:n]),
-           reference=folders[n][stem] if reference_dir is not None else None, task=task)
-      for stem in stems
+    Pair(
+      name=stem,
+      sources=tuple(f[stem] for f in folders[:n]),
+      reference=folders[n][stem] if reference_dir is not None else None,
+      task=task,
+    )
+    for stem in stems
   ]
   if validate:
     validate_pairs(pairs)
@@ -316,7 +333,9 @@ def load_pair(pair: Pair) -> LoadedPair:
   shapes = {a.shape[:2] for a in arrays}
   if len(shapes) > 1:
     listed = ", ".join(f"{p} is {a.shape[0]}x{a.shape[1]}" for p, a in zip(pair.files, arrays))
-    raise ValueError(f"Pair {pair.name!r} mixes image sizes (HxW): {listed}. The images of a pair must align.")
+    raise ValueError(
+      f"Pair {pair.name!r} mixes image sizes (HxW): {listed}. The images of a pair must align."
+    )
   return LoadedPair(pair=pair, sources=sources, reference=reference)
 
 

@@ -47,6 +47,7 @@ from fusionjax.imageio import load_image, to_uint8
 # ---------------------------------------------------------------------------------------------------
 # Examples
 
+
 @dataclasses.dataclass(frozen=True)
 class _Set:
   """A weighted set of items and how one example is made from an item."""
@@ -72,8 +73,13 @@ def _luma(image: np.ndarray) -> np.ndarray:
   return _luma_chroma(image)[0]
 
 
-def _crop_all(rng: np.random.Generator, images: list[np.ndarray], patch: int, augment: bool,
-              names: Sequence[Path]) -> list[np.ndarray]:
+def _crop_all(
+  rng: np.random.Generator,
+  images: list[np.ndarray],
+  patch: int,
+  augment: bool,
+  names: Sequence[Path],
+) -> list[np.ndarray]:
   """One random P×P window (and one flip/rotation) applied to every image of an item.
 
   Images smaller than the patch are reflect-padded, not resized: resizing would change the scale of
@@ -83,7 +89,9 @@ def _crop_all(rng: np.random.Generator, images: list[np.ndarray], patch: int, au
   for image, name in zip(images, names):
     if image.shape[:2] != (height, width):
       listed = ", ".join(f"{n} is {i.shape[0]}x{i.shape[1]}" for n, i in zip(names, images))
-      raise ValueError(f"Images of one training item differ in size (HxW): {listed}. They must align.")
+      raise ValueError(
+        f"Images of one training item differ in size (HxW): {listed}. They must align."
+      )
   pad_h, pad_w = max(0, patch - height), max(0, patch - width)
   if pad_h or pad_w:
     pads = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
@@ -91,7 +99,7 @@ def _crop_all(rng: np.random.Generator, images: list[np.ndarray], patch: int, au
     height, width = images[0].shape[:2]
   top = int(rng.integers(0, height - patch + 1))
   left = int(rng.integers(0, width - patch + 1))
-  crops = [image[top:top + patch, left:left + patch] for image in images]
+  crops = [image[top : top + patch, left : left + patch] for image in images]
   if augment:
     turns, flip = int(rng.integers(4)), bool(rng.integers(2))
     crops = [np.rot90(c, k=turns, axes=(0, 1)) for c in crops]
@@ -100,7 +108,9 @@ def _crop_all(rng: np.random.Generator, images: list[np.ndarray], patch: int, au
   return [np.ascontiguousarray(c, dtype=np.float32) / np.float32(255.0) for c in crops]
 
 
-def _supervised_example(sources: list[np.ndarray], reference: np.ndarray, with_chroma: bool) -> dict:
+def _supervised_example(
+  sources: list[np.ndarray], reference: np.ndarray, with_chroma: bool
+) -> dict:
   (y1, c1), (y2, c2), (yr, cr) = (_luma_chroma(x) for x in (sources[0], sources[1], reference))
   example = {"y1": y1, "y2": y2, "reference": yr}
   if with_chroma:
@@ -119,8 +129,9 @@ class TrainingSource:
     patch_size: crop side.
   """
 
-  def __init__(self, task: str, config: dict, sets: list[_Set], process_index: int = 0,
-               process_count: int = 1):
+  def __init__(
+    self, task: str, config: dict, sets: list[_Set], process_index: int = 0, process_count: int = 1
+  ):
     self.task = task
     self.config = config
     self._sets = [s for s in sets if s.fraction > 0]
@@ -133,14 +144,17 @@ class TrainingSource:
     self._cache_lock = threading.Lock()
     self._pool = None
     if int(config["num_workers"]) > 1:
-      self._pool = concurrent.futures.ThreadPoolExecutor(int(config["num_workers"]),
-                                                         thread_name_prefix="fusionjax-data")
+      self._pool = concurrent.futures.ThreadPoolExecutor(
+        int(config["num_workers"]), thread_name_prefix="fusionjax-data"
+      )
 
   def describe(self) -> str:
     """One line per set: name, number of items, share of the examples."""
     total = float(self._cumulative[-1])
-    return "\n".join(f"{self.task}: {s.name}: {len(s.items)} items, {100 * s.fraction / total:.0f}% of examples"
-                     for s in self._sets)
+    return "\n".join(
+      f"{self.task}: {s.name}: {len(s.items)} items, {100 * s.fraction / total:.0f}% of examples"
+      for s in self._sets
+    )
 
   def _image(self, path: Path) -> np.ndarray:
     cached = self._cache.get(path)
@@ -163,12 +177,18 @@ class TrainingSource:
     Returns:
       Dict of float32 arrays (P, P, C), the per-example version of :meth:`batch`'s keys.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([int(self.config["seed"]), int(step), int(index)]))
+    rng = np.random.default_rng(
+      np.random.SeedSequence([int(self.config["seed"]), int(step), int(index)])
+    )
     draw = rng.random() * self._cumulative[-1]
-    chosen = self._sets[min(int(np.searchsorted(self._cumulative, draw, side="right")), len(self._sets) - 1)]
+    chosen = self._sets[
+      min(int(np.searchsorted(self._cumulative, draw, side="right")), len(self._sets) - 1)
+    ]
     item = chosen.items[int(rng.integers(len(chosen.items)))]
     paths = chosen.paths(item)
-    crops = _crop_all(rng, [self._image(p) for p in paths], self.patch_size, bool(self.config["augment"]), paths)
+    crops = _crop_all(
+      rng, [self._image(p) for p in paths], self.patch_size, bool(self.config["augment"]), paths
+    )
     return chosen.make(rng, crops)
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
@@ -196,7 +216,9 @@ class TrainingSource:
       examples = [self.example(step, i) for i in indices]
     return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
-  def iterate(self, start_step: int = 0, prefetch: int = 2, num_steps: int | None = None) -> "BatchIterator":
+  def iterate(
+    self, start_step: int = 0, prefetch: int = 2, num_steps: int | None = None
+  ) -> "BatchIterator":
     """Batches of steps start_step, start_step + 1, ..., computed ahead in a background thread.
 
     Args:
@@ -224,15 +246,19 @@ class TrainingSource:
 # ---------------------------------------------------------------------------------------------------
 # Per-task sources
 
+
 def _cap(items: list, max_images: int | None) -> tuple:
   return tuple(items if max_images is None else items[:max_images])
 
 
 def _multi_focus_set(config: dict, fraction: float) -> _Set:
   options = config["multi_focus"]
-  kwargs = dict(sigma_range=tuple(options["sigma_range"]),
-                mask_fraction_range=tuple(options["mask_fraction_range"]),
-                mask_cells_range=tuple(options["mask_cells_range"]), gamma=float(options["gamma"]))
+  kwargs = dict(
+    sigma_range=tuple(options["sigma_range"]),
+    mask_fraction_range=tuple(options["mask_fraction_range"]),
+    mask_cells_range=tuple(options["mask_cells_range"]),
+    gamma=float(options["gamma"]),
+  )
 
   def make(rng, crops):
     near, far, reference, _ = synthetic.multi_focus_pair(crops[0], rng, **kwargs)
@@ -253,8 +279,14 @@ def _multi_exposure_set(config: dict, fraction: float) -> _Set:
   return _Set("synthetic multi-exposure (clean_natural)", fraction, images, make)
 
 
-def _pair_set(name: str, pairs: list[Pair], config: dict, fraction: float, with_reference: bool,
-              with_chroma: bool) -> _Set:
+def _pair_set(
+  name: str,
+  pairs: list[Pair],
+  config: dict,
+  fraction: float,
+  with_reference: bool,
+  with_chroma: bool,
+) -> _Set:
   def make(rng, crops):
     del rng
     if with_reference:
@@ -264,8 +296,13 @@ def _pair_set(name: str, pairs: list[Pair], config: dict, fraction: float, with_
   return _Set(name, fraction, _cap(pairs, config["max_images"]), make)
 
 
-def make_training_source(task: str, data_config: Mapping | ml_collections.ConfigDict | None, *,
-                         process_index: int = 0, process_count: int = 1) -> TrainingSource:
+def make_training_source(
+  task: str,
+  data_config: Mapping | ml_collections.ConfigDict | None,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> TrainingSource:
   """Builds the training batches of a stage from the sets under ``data_config.data_dir``.
 
   - MFIF: pairs synthesised from ``clean_natural`` (:func:`synthetic.multi_focus_pair`), plus Real-MFF
@@ -291,31 +328,48 @@ def make_training_source(task: str, data_config: Mapping | ml_collections.Config
   """
   config = resolve_data_config(task, data_config)
   if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"Need 0 <= process_index < process_count, got {process_index} and {process_count}.")
+    raise ValueError(
+      f"Need 0 <= process_index < process_count, got {process_index} and {process_count}."
+    )
   if config["batch_size"] % process_count:
-    raise ValueError(f"config.data.batch_size={config['batch_size']} is not divisible by the "
-                     f"{process_count} processes; choose a multiple of {process_count}.")
+    raise ValueError(
+      f"config.data.batch_size={config['batch_size']} is not divisible by the "
+      f"{process_count} processes; choose a multiple of {process_count}."
+    )
   sets: list[_Set] = []
   if task == "mfif":
     real_fraction = config["real_mff_fraction"] if config["real_mff_dir"] else 0.0
     if real_fraction > 0:
       pairs = list_pairs("real_mff", config["real_mff_dir"], "train")
-      sets.append(_pair_set("Real-MFF", pairs, config, real_fraction, with_reference=True, with_chroma=False))
+      sets.append(
+        _pair_set("Real-MFF", pairs, config, real_fraction, with_reference=True, with_chroma=False)
+      )
     if real_fraction < 1:
       sets.append(_multi_focus_set(config, 1.0 - real_fraction))
   elif task == "meif":
     synthetic_fraction = config["synthetic_fraction"]
     if synthetic_fraction < 1:
       pairs = list_pairs("sice", config["data_dir"], config["sice_split"])
-      sets.append(_pair_set(f"SICE {config['sice_split']}", pairs, config, 1.0 - synthetic_fraction,
-                            with_reference=True, with_chroma=True))
+      sets.append(
+        _pair_set(
+          f"SICE {config['sice_split']}",
+          pairs,
+          config,
+          1.0 - synthetic_fraction,
+          with_reference=True,
+          with_chroma=True,
+        )
+      )
     if synthetic_fraction > 0:
       sets.append(_multi_exposure_set(config, synthetic_fraction))
   else:
     if config["roadscene_split"] not in ("train",):
-      raise ValueError(f"config.data.roadscene_split must be 'train' (the 50 test pairs are for evaluation), "
-                       f"got {config['roadscene_split']!r}.")
+      raise ValueError(
+        f"config.data.roadscene_split must be 'train' (the 50 test pairs are for evaluation), "
+        f"got {config['roadscene_split']!r}."
+      )
     pairs = list_pairs("roadscene", config["data_dir"], config["roadscene_split"])
-    sets.append(_pair_set("RoadScene train", pairs, config, 1.0, with_reference=False, with_chroma=False))
+    sets.append(
+      _pair_set("RoadScene train", pairs, config, 1.0, with_reference=False, with_chroma=False)
+    )
   return TrainingSource(task, config, sets, process_index, process_count)
-

@@ -23,8 +23,13 @@ def _put(out: queue.Queue, stop: threading.Event, item) -> bool:
   return False
 
 
-def _produce(make_batch: Callable[[int], dict], step: int, end: int | None, out: queue.Queue,
-             stop: threading.Event) -> None:
+def _produce(
+  make_batch: Callable[[int], dict],
+  step: int,
+  end: int | None,
+  out: queue.Queue,
+  stop: threading.Event,
+) -> None:
   # A module-level function holding no reference to the iterator, so that dropping the iterator
   # (without close) lets __del__ stop this thread.
   try:
@@ -47,8 +52,9 @@ class BatchIterator:
     next_step: the step of the batch that the next ``next()`` returns.
   """
 
-  def __init__(self, make_batch: Callable[[int], dict], start_step: int, prefetch: int,
-               num_steps: int | None):
+  def __init__(
+    self, make_batch: Callable[[int], dict], start_step: int, prefetch: int, num_steps: int | None
+  ):
     self._make_batch = make_batch
     self.next_step = start_step
     self._end = None if num_steps is None else start_step + int(num_steps)
@@ -58,8 +64,11 @@ class BatchIterator:
     if prefetch > 0:
       self._queue = queue.Queue(maxsize=prefetch)
       self._thread = threading.Thread(
-          target=_produce, args=(make_batch, start_step, self._end, self._queue, self._stop),
-          name="fusionjax-prefetch", daemon=True)
+        target=_produce,
+        args=(make_batch, start_step, self._end, self._queue, self._stop),
+        name="fusionjax-prefetch",
+        daemon=True,
+      )
       self._thread.start()
 
   def __iter__(self) -> "BatchIterator":

@@ -20,8 +20,9 @@ def samples_dir() -> Path:
   """The shipped samples' folder, usable as ``data_dir`` for any reader of its sets."""
   if not _SAMPLES_DIR.is_dir():
     raise FileNotFoundError(
-        f"The sample folder {_SAMPLES_DIR} is missing: the package was installed without its data "
-        "files. Reinstall fusionjax (package data 'samples/**').")
+      f"The sample folder {_SAMPLES_DIR} is missing: the package was installed without its data "
+      "files. Reinstall fusionjax (package data 'samples/**')."
+    )
   return _SAMPLES_DIR
 
 

@@ -63,13 +63,19 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
   if image.shape[0] < 2 or image.shape[1] < 2:
     raise ValueError(f"{name} must be at least 2x2 pixels, got {image.shape[:2]}.")
   if not np.issubdtype(image.dtype, np.floating):
-    raise ValueError(f"{name} must be a float array in [0, 1], got dtype {image.dtype}; divide uint8 by 255.")
+    raise ValueError(
+      f"{name} must be a float array in [0, 1], got dtype {image.dtype}; divide uint8 by 255."
+    )
   if not np.all(np.isfinite(image)) or image.min() < 0.0 or image.max() > 1.0:
-    raise ValueError(f"{name} values must be finite and in [0, 1], got [{image.min()}, {image.max()}].")
+    raise ValueError(
+      f"{name} values must be finite and in [0, 1], got [{image.min()}, {image.max()}]."
+    )
   return image.astype(np.float32, copy=False)
 
 
-def _check_range(values: Sequence[float], name: str, low: float | None = None, high: float | None = None):
+def _check_range(
+  values: Sequence[float], name: str, low: float | None = None, high: float | None = None
+):
   if len(values) != 2 or values[0] > values[1]:
     raise ValueError(f"{name} must be a (min, max) pair with min <= max, got {values}.")
   if (low is not None and values[0] < low) or (high is not None and values[1] > high):
@@ -82,12 +88,18 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
   # scipy comes with jax; imported here because importing scipy.ndimage takes about a second, which
   # the readers (same package) should not pay.
   from scipy import ndimage  # pylint: disable=import-outside-toplevel
+
   return ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0.0), mode="reflect", truncate=3.0)
 
 
-def random_focus_mask(height: int, width: int, rng: np.random.Generator, *,
-                      fraction_range: Sequence[float] = DEFAULT_MASK_FRACTION_RANGE,
-                      cells_range: Sequence[int] = DEFAULT_MASK_CELLS_RANGE) -> np.ndarray:
+def random_focus_mask(
+  height: int,
+  width: int,
+  rng: np.random.Generator,
+  *,
+  fraction_range: Sequence[float] = DEFAULT_MASK_FRACTION_RANGE,
+  cells_range: Sequence[int] = DEFAULT_MASK_CELLS_RANGE,
+) -> np.ndarray:
   """A random smooth binary region: a bicubically upsampled random field, thresholded.
 
   Args:
@@ -114,13 +126,13 @@ def random_focus_mask(height: int, width: int, rng: np.random.Generator, *,
 
 
 def multi_focus_pair(
-    image: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    sigma_range: Sequence[float] = DEFAULT_SIGMA_RANGE,
-    mask_fraction_range: Sequence[float] = DEFAULT_MASK_FRACTION_RANGE,
-    mask_cells_range: Sequence[int] = DEFAULT_MASK_CELLS_RANGE,
-    gamma: float = DEFAULT_BLUR_GAMMA,
+  image: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  sigma_range: Sequence[float] = DEFAULT_SIGMA_RANGE,
+  mask_fraction_range: Sequence[float] = DEFAULT_MASK_FRACTION_RANGE,
+  mask_cells_range: Sequence[int] = DEFAULT_MASK_CELLS_RANGE,
+  gamma: float = DEFAULT_BLUR_GAMMA,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Synthesises a near/far multi-focus pair with complementary defocus.
 
@@ -147,7 +159,9 @@ def multi_focus_pair(
   if gamma <= 0:
     raise ValueError(f"gamma must be positive, got {gamma}.")
   height, width, _ = image.shape
-  mask = random_focus_mask(height, width, rng, fraction_range=mask_fraction_range, cells_range=mask_cells_range)
+  mask = random_focus_mask(
+    height, width, rng, fraction_range=mask_fraction_range, cells_range=mask_cells_range
+  )
   sigma_near, sigma_far = rng.uniform(sigma_low, sigma_high, size=2)
   linear = image.astype(np.float32) ** gamma
   near = mask * linear + (1.0 - mask) * _blur(linear, sigma_near)
@@ -157,9 +171,12 @@ def multi_focus_pair(
   return near.astype(np.float32), far.astype(np.float32), image.copy(), mask
 
 
-def random_response_curve(rng: np.random.Generator, *,
-                          gamma_range: Sequence[float] = DEFAULT_RESPONSE_GAMMA_RANGE,
-                          contrast_range: Sequence[float] = DEFAULT_RESPONSE_CONTRAST_RANGE):
+def random_response_curve(
+  rng: np.random.Generator,
+  *,
+  gamma_range: Sequence[float] = DEFAULT_RESPONSE_GAMMA_RANGE,
+  contrast_range: Sequence[float] = DEFAULT_RESPONSE_CONTRAST_RANGE,
+):
   """A random, strictly increasing camera response f: [0, 1] -> [0, 1] with f(0)=0, f(1)=1.
 
   f(x) = S(x^(1/γ)) with the tone curve S(y) = (1−s)·y + s·(3y²−2y³).
@@ -194,16 +211,16 @@ def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float
 
 
 def multi_exposure_pair(
-    image: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    under_ev: Sequence[float] = DEFAULT_UNDER_EV,
-    over_ev: Sequence[float] = DEFAULT_OVER_EV,
-    response_gamma_range: Sequence[float] = DEFAULT_RESPONSE_GAMMA_RANGE,
-    response_contrast_range: Sequence[float] = DEFAULT_RESPONSE_CONTRAST_RANGE,
-    shot_noise_range: Sequence[float] = DEFAULT_SHOT_NOISE_RANGE,
-    read_noise_range: Sequence[float] = DEFAULT_READ_NOISE_RANGE,
-    quantize: bool = True,
+  image: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  under_ev: Sequence[float] = DEFAULT_UNDER_EV,
+  over_ev: Sequence[float] = DEFAULT_OVER_EV,
+  response_gamma_range: Sequence[float] = DEFAULT_RESPONSE_GAMMA_RANGE,
+  response_contrast_range: Sequence[float] = DEFAULT_RESPONSE_CONTRAST_RANGE,
+  shot_noise_range: Sequence[float] = DEFAULT_SHOT_NOISE_RANGE,
+  read_noise_range: Sequence[float] = DEFAULT_READ_NOISE_RANGE,
+  quantize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Synthesises an under/over-exposed pair of a well-exposed photograph.
 
@@ -232,7 +249,8 @@ def multi_exposure_pair(
   shot_bounds = _check_range(shot_noise_range, "shot_noise_range", 1e-12, None)
   read_bounds = _check_range(read_noise_range, "read_noise_range", 1e-12, None)
   response, inverse = random_response_curve(
-      rng, gamma_range=response_gamma_range, contrast_range=response_contrast_range)
+    rng, gamma_range=response_gamma_range, contrast_range=response_contrast_range
+  )
   linear = inverse(image)
   shot = _log_uniform(rng, shot_bounds)
   read = _log_uniform(rng, read_bounds)

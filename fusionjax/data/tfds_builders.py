@@ -33,8 +33,9 @@ from fusionjax.imageio import load_image, to_uint8
 
 
 def _image_feature(doc: str) -> tfds.features.Tensor:
-  return tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8,
-                              encoding=tfds.features.Encoding.ZLIB, doc=doc)
+  return tfds.features.Tensor(
+    shape=(None, None, None), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB, doc=doc
+  )
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -73,13 +74,15 @@ class _FusionBuilder(_LocalBuilder, skip_registration=True):
     reader = get_reader(self.DATASET)
     features = {"name": tfds.features.Text(doc="pair name, as the reader forms it")}
     for k in range(self.NUM_SOURCES):
-      features[f"source{k + 1}"] = _image_feature(f"source {k + 1} (order of docs/DESIGN.md §2), uint8")
+      features[f"source{k + 1}"] = _image_feature(
+        f"source {k + 1} (order of docs/DESIGN.md §2), uint8"
+      )
     if self.HAS_REFERENCE:
       features["reference"] = _image_feature("reference image, uint8")
     return self.dataset_info_from_configs(
-        description=reader.doc,
-        features=tfds.features.FeaturesDict(features),
-        supervised_keys=None,
+      description=reader.doc,
+      features=tfds.features.FeaturesDict(features),
+      supervised_keys=None,
     )
 
   def _split_generators(self, dl_manager):
@@ -97,17 +100,25 @@ class _FusionBuilder(_LocalBuilder, skip_registration=True):
       yield pair.name, record
 
 
-def _builder_class(dataset: str, class_name: str, num_sources: int = 2, has_reference: bool = False):
+def _builder_class(
+  dataset: str, class_name: str, num_sources: int = 2, has_reference: bool = False
+):
   reader = get_reader(dataset)
-  return type(class_name, (_FusionBuilder,), {
+  return type(
+    class_name,
+    (_FusionBuilder,),
+    {
       "__doc__": f"TFDS builder of {dataset}: {reader.doc}",
       "__module__": __name__,
       "DATASET": dataset,
       "NUM_SOURCES": num_sources,
       "HAS_REFERENCE": has_reference,
-      "MANUAL_DOWNLOAD_INSTRUCTIONS": (f"Point manual_dir at your copy of the {dataset} set (or at a data "
-                                       f"root holding it). Expected: {reader.doc}"),
-  })
+      "MANUAL_DOWNLOAD_INSTRUCTIONS": (
+        f"Point manual_dir at your copy of the {dataset} set (or at a data "
+        f"root holding it). Expected: {reader.doc}"
+      ),
+    },
+  )
 
 
 FusionjaxTno = _builder_class("tno", "FusionjaxTno")
@@ -125,16 +136,20 @@ FusionjaxRealMff = _builder_class("real_mff", "FusionjaxRealMff", has_reference=
 class FusionjaxCleanNatural(_LocalBuilder):
   """Single sharp photographs for synthesis: features ``name`` (relative path) and ``image``."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (f"Point manual_dir at a data root with clean_natural/ or at a folder of "
-                                  f"images. Expected: {DATASETS['clean_natural'].doc}")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    f"Point manual_dir at a data root with clean_natural/ or at a folder of "
+    f"images. Expected: {DATASETS['clean_natural'].doc}"
+  )
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=DATASETS["clean_natural"].doc,
-        features=tfds.features.FeaturesDict({
-            "name": tfds.features.Text(doc="path relative to the image set's folder"),
-            "image": _image_feature("the photograph, uint8"),
-        }),
+      description=DATASETS["clean_natural"].doc,
+      features=tfds.features.FeaturesDict(
+        {
+          "name": tfds.features.Text(doc="path relative to the image set's folder"),
+          "image": _image_feature("the photograph, uint8"),
+        }
+      ),
     )
 
   def _split_generators(self, dl_manager):
@@ -149,27 +164,31 @@ class FusionjaxCleanNatural(_LocalBuilder):
 
 #: Dataset name -> builder class.
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    "tno": FusionjaxTno,
-    "roadscene": FusionjaxRoadscene,
-    "lytro": FusionjaxLytro,
-    "lytro_triple": FusionjaxLytroTriple,
-    "mfi_whu": FusionjaxMfiWhu,
-    "mefb": FusionjaxMefb,
-    "sice": FusionjaxSice,
-    "harvard_mri_ct": FusionjaxHarvardMriCt,
-    "harvard_mri_spect": FusionjaxHarvardMriSpect,
-    "real_mff": FusionjaxRealMff,
-    "clean_natural": FusionjaxCleanNatural,
+  "tno": FusionjaxTno,
+  "roadscene": FusionjaxRoadscene,
+  "lytro": FusionjaxLytro,
+  "lytro_triple": FusionjaxLytroTriple,
+  "mfi_whu": FusionjaxMfiWhu,
+  "mefb": FusionjaxMefb,
+  "sice": FusionjaxSice,
+  "harvard_mri_ct": FusionjaxHarvardMriCt,
+  "harvard_mri_spect": FusionjaxHarvardMriSpect,
+  "real_mff": FusionjaxRealMff,
+  "clean_natural": FusionjaxCleanNatural,
 }
 
 
 def _builder_cls(dataset: str):
   if dataset not in BUILDERS:
-    raise ValueError(f"No TFDS builder for {dataset!r}; builders exist for {', '.join(sorted(BUILDERS))}.")
+    raise ValueError(
+      f"No TFDS builder for {dataset!r}; builders exist for {', '.join(sorted(BUILDERS))}."
+    )
   return BUILDERS[dataset]
 
 
-def build(dataset: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
+def build(
+  dataset: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike
+) -> tfds.core.DatasetBuilder:
   """Builds (once) the TFDS version of a set from a local copy.
 
   Args:
@@ -181,8 +200,11 @@ def build(dataset: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLi
     The prepared builder; ``builder.as_data_source()`` reads it.
   """
   builder = _builder_cls(dataset)(data_dir=os.fspath(data_dir))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.fspath(manual_dir), try_download_gcs=False))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=os.fspath(manual_dir), try_download_gcs=False
+    )
+  )
   return builder
 
 
@@ -202,6 +224,8 @@ def data_source(dataset: str, data_dir: str | os.PathLike, split: str):
   """
   builder = _builder_cls(dataset)(data_dir=os.fspath(data_dir))
   if not builder.is_prepared():
-    raise FileNotFoundError(f"{dataset} is not built under {data_dir}: run "
-                            f"fusionjax.data.tfds_builders.build({dataset!r}, manual_dir, {str(data_dir)!r}) first.")
+    raise FileNotFoundError(
+      f"{dataset} is not built under {data_dir}: run "
+      f"fusionjax.data.tfds_builders.build({dataset!r}, manual_dir, {str(data_dir)!r}) first."
+    )
   return builder.as_data_source(split=split)

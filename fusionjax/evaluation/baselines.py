@@ -19,15 +19,23 @@ from fusionjax.color import split_luma_chroma
 from fusionjax.inference import check_sources
 
 
-def _fuse(images: Sequence[np.ndarray], luma_rule: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _fuse(
+  images: Sequence[np.ndarray], luma_rule: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
   check_sources(images)
   split = [split_luma_chroma(image) for image in images]
   luma = luma_rule(np.stack([y for y, _ in split], axis=0)).astype(np.float32)
   chromas = [c for _, c in split if c is not None]
   if not chromas:
     return luma
-  chroma = chromas[0] if len(chromas) == 1 else color.fuse_chroma_many([c.astype(np.float64) for c in chromas])
-  rgb = color.ycrcb_to_rgb(np.concatenate([luma, np.asarray(chroma, np.float32)], axis=-1).astype(np.float64))
+  chroma = (
+    chromas[0]
+    if len(chromas) == 1
+    else color.fuse_chroma_many([c.astype(np.float64) for c in chromas])
+  )
+  rgb = color.ycrcb_to_rgb(
+    np.concatenate([luma, np.asarray(chroma, np.float32)], axis=-1).astype(np.float64)
+  )
   return rgb.astype(np.float32)
 
 
@@ -57,6 +65,6 @@ def max_fusion(images: Sequence[np.ndarray]) -> np.ndarray:
 
 #: Baseline name -> fusion function (``--method NAME`` of ``evaluate.py``).
 BASELINES: dict[str, Callable[[Sequence[np.ndarray]], np.ndarray]] = {
-    "average": average_fusion,
-    "max": max_fusion,
+  "average": average_fusion,
+  "max": max_fusion,
 }

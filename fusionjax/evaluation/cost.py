@@ -22,11 +22,17 @@ def count_parameters(tree: Any) -> int:
   if tree is None:
     return 0
   import jax
+
   return int(sum(np.size(leaf) for leaf in jax.tree.leaves(tree)))
 
 
-def forward_cost(fusion_model, height: int, width: int, pad_multiple: int | None = None,
-                 while_trips: float | None = None) -> dict:
+def forward_cost(
+  fusion_model,
+  height: int,
+  width: int,
+  pad_multiple: int | None = None,
+  while_trips: float | None = None,
+) -> dict:
   """FLOPs of the jitted forward pass at one input size, by XLA's cost analysis (nothing is executed).
 
   The input is padded to the size inference runs at. XLA's ``HloCostAnalysis`` counts the body of a
@@ -50,6 +56,7 @@ def forward_cost(fusion_model, height: int, width: int, pad_multiple: int | None
   """
   import jax
   import jax.numpy as jnp
+
   align = inference.network_align(fusion_model, pad_multiple)
   h, w = tiling.round_up(height, align), tiling.round_up(width, align)
   y = jax.ShapeDtypeStruct((1, h, w, 1), jnp.float32)
@@ -58,9 +65,15 @@ def forward_cost(fusion_model, height: int, width: int, pad_multiple: int | None
   closed = jax.make_jaxpr(lambda v, a, b: model.apply(v, a, b))(variables, y, y)
   loops: list = []
   flops, xla = _loop_aware_flops(closed, while_trips, loops)
-  result = {"flops": flops, "flops_xla": xla["flops"], "bytes_accessed": xla.get("bytes accessed"),
-            "input_size": [int(h), int(w)], "loops": loops,
-            "while_loops": any(loop["kind"] == "while" for loop in loops), "while_trips": while_trips}
+  result = {
+    "flops": flops,
+    "flops_xla": xla["flops"],
+    "bytes_accessed": xla.get("bytes accessed"),
+    "input_size": [int(h), int(w)],
+    "loops": loops,
+    "while_loops": any(loop["kind"] == "while" for loop in loops),
+    "while_trips": while_trips,
+  }
   if fusion_model.colornet is not None:
     ch, cw = tiling.round_up(height, pad_multiple or 1), tiling.round_up(width, pad_multiple or 1)
     c = jax.ShapeDtypeStruct((1, ch, cw, 2), jnp.float32)
@@ -76,6 +89,7 @@ def _jaxpr_cost(closed) -> dict:
   """XLA's cost analysis of a closed jaxpr lowered on its own (loop bodies counted once)."""
   import jax
   from jax.extend import core as jex_core
+
   args = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in closed.in_avals]
   cost = xla_cost(jax.jit(jex_core.jaxpr_as_fun(closed)).lower(*args))
   cost.setdefault("flops", 0.0)
@@ -85,6 +99,7 @@ def _jaxpr_cost(closed) -> dict:
 def _loops_in(jaxpr):
   """Yields ``(kind, body, trips_or_None)`` for the loops reachable without entering another loop."""
   from jax.extend import core as jex_core
+
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
     if name == "scan":
@@ -100,6 +115,7 @@ def _loops_in(jaxpr):
 def _loop_aware_flops(closed, while_trips: float | None, record: list) -> tuple[float, dict]:
   """``C(J) = X(J) + sum over loops (trips * C(body) - X(body))``; returns ``(C(J), XLA's cost of J)``."""
   from jax.extend import core as jex_core
+
   xla = _jaxpr_cost(closed)
   total = xla["flops"]
   for kind, body, trips in _loops_in(closed.jaxpr):
@@ -144,9 +160,18 @@ def _cost_dict(analysis) -> dict:
 def describe(fusion_model) -> dict:
   """A JSON-able description of a model: class, task, step, path and parameter counts."""
   network = count_parameters(fusion_model.params)
-  colornet = count_parameters(fusion_model.colornet_params) if fusion_model.colornet is not None else 0
-  return {"network": type(fusion_model.model).__name__, "task": fusion_model.task, "step": fusion_model.step,
-          "path": fusion_model.path, "network_params": network, "colornet_params": colornet,
-          "params": network + colornet,
-          "model_config": json.loads(json.dumps(fusion_model.metadata.get("model"), default=str))
-          if fusion_model.metadata else None}
+  colornet = (
+    count_parameters(fusion_model.colornet_params) if fusion_model.colornet is not None else 0
+  )
+  return {
+    "network": type(fusion_model.model).__name__,
+    "task": fusion_model.task,
+    "step": fusion_model.step,
+    "path": fusion_model.path,
+    "network_params": network,
+    "colornet_params": colornet,
+    "params": network + colornet,
+    "model_config": json.loads(json.dumps(fusion_model.metadata.get("model"), default=str))
+    if fusion_model.metadata
+    else None,
+  }

@@ -21,8 +21,9 @@ _HIGHLIGHT, _OTHER = "#d95f02", "#9e9e9e"
 _COLUMNS = 4
 
 
-def comparison_figure(summaries: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
-                      dpi: int = 80) -> Path | None:
+def comparison_figure(
+  summaries: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, dpi: int = 80
+) -> Path | None:
   """Draws ``compare.png`` atomically.
 
   Args:
@@ -40,7 +41,9 @@ def comparison_figure(summaries: Sequence[Mapping[str, Any]], path: str | os.Pat
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
-  groups = [(key, *reports.ranked_comparison(group)) for key, group in reports._groups(summaries).items()]  # pylint: disable=protected-access
+  groups = [
+    (key, *reports.ranked_comparison(group)) for key, group in reports._groups(summaries).items()
+  ]  # pylint: disable=protected-access
   groups = [(key, names, rows) for key, names, rows in groups if names]
   if not groups:
     raise ValueError("No metric is defined for any of the evaluations; nothing to draw.")
@@ -52,12 +55,15 @@ def comparison_figure(summaries: Sequence[Mapping[str, Any]], path: str | os.Pat
   subfigures = figure.subfigures(len(groups), 1, height_ratios=heights, squeeze=False)[:, 0]
   for subfigure, ((dataset, split, convention, max_side), names, rows) in zip(subfigures, groups):
     pairs = sorted({int(r["summary"].get("num_pairs") or 0) for r in rows})
-    title = (f"{dataset}" + (f" ({split})" if split else "") + f", {'/'.join(map(str, pairs))} pairs, "
-             f"`{convention}` metrics" + (f", ≤ {max_side} px" if max_side else "")
-             + " — larger is better, best on top; fusionjax in colour")
+    title = (
+      f"{dataset}" + (f" ({split})" if split else "") + f", {'/'.join(map(str, pairs))} pairs, "
+      f"`{convention}` metrics"
+      + (f", ≤ {max_side} px" if max_side else "")
+      + " — larger is better, best on top; fusionjax in colour"
+    )
     subfigure.suptitle(title, fontsize=10)
     axes = subfigure.subplots(math.ceil(len(names) / _COLUMNS), _COLUMNS, squeeze=False).ravel()
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
       ax.set_axis_off()
     for ax, name in zip(axes, names):
       entries = []
@@ -67,13 +73,24 @@ def comparison_figure(summaries: Sequence[Mapping[str, Any]], path: str | os.Pat
         if mean is None or not math.isfinite(mean):
           continue
         std = reports._number(entry.get("std")) or 0.0  # pylint: disable=protected-access
-        entries.append((mean, std if math.isfinite(std) else 0.0, str(row["summary"].get("method")),
-                        reports.is_fusionjax(row["summary"])))
+        entries.append(
+          (
+            mean,
+            std if math.isfinite(std) else 0.0,
+            str(row["summary"].get("method")),
+            reports.is_fusionjax(row["summary"]),
+          )
+        )
       entries.sort(key=lambda e: e[0], reverse=reports._better(name) > 0)  # pylint: disable=protected-access
       positions = list(range(len(entries)))[::-1]  # best at the top
-      ax.barh(positions, [e[0] for e in entries], xerr=[e[1] for e in entries],
-              color=[_HIGHLIGHT if e[3] else _OTHER for e in entries], height=0.7,
-              error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#444444"})
+      ax.barh(
+        positions,
+        [e[0] for e in entries],
+        xerr=[e[1] for e in entries],
+        color=[_HIGHLIGHT if e[3] else _OTHER for e in entries],
+        height=0.7,
+        error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#444444"},
+      )
       ax.set_yticks(positions, [e[2] for e in entries], fontsize=7)
       for y, (mean, std, _, _) in zip(positions, entries):
         ax.text(mean + std, y, f" {mean:.3g}", va="center", fontsize=6.5)

@@ -65,7 +65,10 @@ class MethodsRun:
 
 
 def _has_images(folder: Path) -> bool:
-  return any(p.is_file() and not p.name.startswith(".") and imageio.is_image_file(p) for p in folder.iterdir())
+  return any(
+    p.is_file() and not p.name.startswith(".") and imageio.is_image_file(p)
+    for p in folder.iterdir()
+  )
 
 
 def _folder_name(method: str) -> str:
@@ -90,16 +93,22 @@ def discover_methods(root: str | Path, pairs: Sequence, pattern: str | None = No
   """
   root = Path(root)
   if not root.is_dir():
-    raise FileNotFoundError(f"--methods_dir {root} does not exist; pass the folder holding one subfolder of fused "
-                            "images per method (or files named like <pair>_<METHOD>.png).")
-  folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_images(p)),
-                   key=lambda p: p.name.lower())
+    raise FileNotFoundError(
+      f"--methods_dir {root} does not exist; pass the folder holding one subfolder of fused "
+      "images per method (or files named like <pair>_<METHOD>.png)."
+    )
+  folders = sorted(
+    (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_images(p)),
+    key=lambda p: p.name.lower(),
+  )
   if folders:
     return [Method(f.name, f, pattern) for f in folders]
   pattern = pattern or DEFAULT_SUFFIX_PATTERN
   if "{method}" not in pattern:
-    raise ValueError(f"--methods_dir {root} has no subfolders of images, so the method is read from each file "
-                     f"name; put {{method}} in --fused_pattern where it stands (e.g. '{{name}}_{{method}}.*').")
+    raise ValueError(
+      f"--methods_dir {root} has no subfolders of images, so the method is read from each file "
+      f"name; put {{method}} in --fused_pattern where it stands (e.g. '{{name}}_{{method}}.*')."
+    )
   files = list(matching.fused_file_index(root, check_stems=False).values())
   names: set[str] = set()
   for k, pair in enumerate(pairs):
@@ -107,19 +116,28 @@ def discover_methods(root: str | Path, pairs: Sequence, pattern: str | None = No
     names.update(m["method"] for m in (regex.fullmatch(p.name) for p in files) if m)
   if not names:
     example = pattern.format(name=matching.safe_name(pairs[0].name), index=1, method="METHOD")
-    raise FileNotFoundError(f"No file in {root} matches --fused_pattern {pattern!r} for any pair (pair 1 would be "
-                            f"e.g. {example}); check the template, or put each method's images in its own subfolder.")
+    raise FileNotFoundError(
+      f"No file in {root} matches --fused_pattern {pattern!r} for any pair (pair 1 would be "
+      f"e.g. {example}); check the template, or put each method's images in its own subfolder."
+    )
   return [Method(n, root, pattern) for n in sorted(names, key=str.lower)]
 
 
 def _inputs(summary: dict) -> dict:
   """What a method folder's results depend on (compared to decide whether they can be reused)."""
   options = summary.get("options") or {}
-  return {"fused_dir": summary.get("fused_dir"), "dataset": summary.get("dataset"), "split": summary.get("split"),
-          "convention": summary.get("convention"), "max_pairs": options.get("max_pairs"),
-          "max_side": options.get("max_side"), "fused_pattern": options.get("fused_pattern"),
-          "pattern_method": options.get("pattern_method"), "allow_missing": bool(options.get("allow_missing")),
-          "metrics": sorted(options.get("metrics") or [])}
+  return {
+    "fused_dir": summary.get("fused_dir"),
+    "dataset": summary.get("dataset"),
+    "split": summary.get("split"),
+    "convention": summary.get("convention"),
+    "max_pairs": options.get("max_pairs"),
+    "max_side": options.get("max_side"),
+    "fused_pattern": options.get("fused_pattern"),
+    "pattern_method": options.get("pattern_method"),
+    "allow_missing": bool(options.get("allow_missing")),
+    "metrics": sorted(options.get("metrics") or []),
+  }
 
 
 def evaluate_methods(options: EvalOptions) -> MethodsRun:
@@ -135,20 +153,38 @@ def evaluate_methods(options: EvalOptions) -> MethodsRun:
   from tqdm import tqdm
 
   from fusionjax import metrics  # Deferred: scipy-heavy.
+
   metrics.check_convention(options.convention)
   names = scoring.check_metric_names(options.metrics)
-  pairs, _, split = select_pairs(options.dataset, options.data_dir, split=options.split, dirs=options.dirs,
-                                 reference_dir=options.reference_dir, task=options.task, max_pairs=options.max_pairs)
+  pairs, _, split = select_pairs(
+    options.dataset,
+    options.data_dir,
+    split=options.split,
+    dirs=options.dirs,
+    reference_dir=options.reference_dir,
+    task=options.task,
+    max_pairs=options.max_pairs,
+  )
   extra = [reports.read_summary(p) for p in options.compare]
   methods = discover_methods(options.methods_dir, pairs, options.fused_pattern)
   out = Path(options.out)
   if out.exists() and not out.is_dir():
-    raise ValueError(f"--out {out} is a file; pass the folder to write one evaluation per method and compare.md to.")
+    raise ValueError(
+      f"--out {out} is a file; pass the folder to write one evaluation per method and compare.md to."
+    )
   if runner.is_within(out, Path(options.methods_dir)):
-    raise ValueError(f"--out {out} is inside --methods_dir {options.methods_dir}; write the results elsewhere.")
-  wanted = {"dataset": options.dataset, "split": split, "convention": options.convention,
-            "max_pairs": options.max_pairs, "max_side": options.max_side, "allow_missing": bool(options.allow_missing),
-            "metrics": sorted(names)}
+    raise ValueError(
+      f"--out {out} is inside --methods_dir {options.methods_dir}; write the results elsewhere."
+    )
+  wanted = {
+    "dataset": options.dataset,
+    "split": split,
+    "convention": options.convention,
+    "max_pairs": options.max_pairs,
+    "max_side": options.max_side,
+    "allow_missing": bool(options.allow_missing),
+    "metrics": sorted(names),
+  }
   reusable, stale = {}, []
   for method in methods:
     folder = out / _folder_name(method.name)
@@ -158,8 +194,12 @@ def evaluate_methods(options: EvalOptions) -> MethodsRun:
       summary = reports.read_summary(folder)
     except ValueError:
       summary = {}
-    expected = dict(wanted, fused_dir=str(method.fused_dir.resolve()), fused_pattern=method.pattern,
-                    pattern_method=method.pattern_method)
+    expected = dict(
+      wanted,
+      fused_dir=str(method.fused_dir.resolve()),
+      fused_pattern=method.pattern,
+      pattern_method=method.pattern_method,
+    )
     recorded = _inputs(summary) if summary else {}
     if recorded == expected and not options.overwrite:
       reusable[method.name] = summary
@@ -167,10 +207,18 @@ def evaluate_methods(options: EvalOptions) -> MethodsRun:
       changed = [k for k in expected if recorded.get(k) != expected[k]] or ["format"]
       stale.append(f"{folder} ({', '.join(changed)})")
   if stale:
-    raise ValueError(f"--out {out} holds results of other inputs for {len(stale)} method(s): {'; '.join(stale[:3])}; "
-                     "pass --overwrite to score them again, or write to another folder.")
-  bar = tqdm(total=len(methods) * len(pairs), unit="pair", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
-             disable=not options.progress)
+    raise ValueError(
+      f"--out {out} holds results of other inputs for {len(stale)} method(s): {'; '.join(stale[:3])}; "
+      "pass --overwrite to score them again, or write to another folder."
+    )
+  bar = tqdm(
+    total=len(methods) * len(pairs),
+    unit="pair",
+    file=sys.stderr,
+    dynamic_ncols=True,
+    mininterval=0.5,
+    disable=not options.progress,
+  )
   run = MethodsRun(text="", scored=[], reused=[], failed=[])
   summaries = []
   try:
@@ -184,9 +232,18 @@ def evaluate_methods(options: EvalOptions) -> MethodsRun:
       done = bar.n
       try:
         method_options = dataclasses.replace(
-            options, out=out / _folder_name(method.name), fused_dir=method.fused_dir, fused_pattern=method.pattern,
-            pattern_method=method.pattern_method, name=method.name, metrics=names, ckpt=None, method=None,
-            methods_dir=None, compare=())
+          options,
+          out=out / _folder_name(method.name),
+          fused_dir=method.fused_dir,
+          fused_pattern=method.pattern,
+          pattern_method=method.pattern_method,
+          name=method.name,
+          metrics=names,
+          ckpt=None,
+          method=None,
+          methods_dir=None,
+          compare=(),
+        )
         summary = runner.evaluate(method_options, progress=lambda: bar.update(1))
       except (FileNotFoundError, ValueError) as error:
         run.failed.append((method.name, " ".join(str(error).split())))
@@ -196,8 +253,10 @@ def evaluate_methods(options: EvalOptions) -> MethodsRun:
       run.scored.append(method.name)
   finally:
     bar.close()
-  lines = [f"Methods in {options.methods_dir}: {len(run.scored)} scored, {len(run.reused)} reused from {out}"
-           + (f", {len(run.failed)} failed:" if run.failed else ".")]
+  lines = [
+    f"Methods in {options.methods_dir}: {len(run.scored)} scored, {len(run.reused)} reused from {out}"
+    + (f", {len(run.failed)} failed:" if run.failed else ".")
+  ]
   lines += [f"- {name}: {reason}" for name, reason in run.failed]
   if summaries or extra:
     text, figure_note = reports.write_comparison(extra + summaries, out)

@@ -20,12 +20,20 @@ FOLDERS = "folders"
 
 def _data_module():
   from fusionjax import data  # Deferred: compare and the baselines on folders need little of it.
+
   return data
 
 
-def select_pairs(dataset: str, data_dir: str | None = None, *, split: str | None = None,
-                 dirs: Sequence[str] = (), reference_dir: str | None = None, task: str | None = None,
-                 max_pairs: int | None = None) -> tuple[list, str | None, str | None]:
+def select_pairs(
+  dataset: str,
+  data_dir: str | None = None,
+  *,
+  split: str | None = None,
+  dirs: Sequence[str] = (),
+  reference_dir: str | None = None,
+  task: str | None = None,
+  max_pairs: int | None = None,
+) -> tuple[list, str | None, str | None]:
   """Lists the pairs to evaluate.
 
   Args:
@@ -44,21 +52,29 @@ def select_pairs(dataset: str, data_dir: str | None = None, *, split: str | None
   if max_pairs is not None and max_pairs < 1:
     raise ValueError(f"max_pairs must be positive, got {max_pairs}.")
   if dataset is None:
-    raise ValueError(f"No dataset given; pass --dataset with one of {', '.join(sorted(data.DATASETS))} or "
-                     f"'{FOLDERS}' (with --dirs).")
+    raise ValueError(
+      f"No dataset given; pass --dataset with one of {', '.join(sorted(data.DATASETS))} or "
+      f"'{FOLDERS}' (with --dirs)."
+    )
   if dataset == FOLDERS:
     if len(dirs) < 2:
-      raise ValueError(f"--dataset {FOLDERS} needs --dirs with two or more comma-separated source folders, "
-                       "in the task's source order (e.g. --dirs vis,ir).")
+      raise ValueError(
+        f"--dataset {FOLDERS} needs --dirs with two or more comma-separated source folders, "
+        "in the task's source order (e.g. --dirs vis,ir)."
+      )
     pairs = data.folder_pairs(*dirs, task=task, reference_dir=reference_dir)
     resolved_split, pairs_task = None, task
   else:
     if dirs:
-      raise ValueError(f"--dirs is only used with --dataset {FOLDERS}; drop it or use --dataset {FOLDERS}.")
+      raise ValueError(
+        f"--dirs is only used with --dataset {FOLDERS}; drop it or use --dataset {FOLDERS}."
+      )
     reader = data.DATASETS.get(dataset)
     if reader is None:
-      raise ValueError(f"Unknown dataset {dataset!r}; use one of {', '.join(sorted(data.DATASETS))} or "
-                       f"'{FOLDERS}'.")
+      raise ValueError(
+        f"Unknown dataset {dataset!r}; use one of {', '.join(sorted(data.DATASETS))} or "
+        f"'{FOLDERS}'."
+      )
     resolved_split = split if split is not None else reader.default_split
     pairs = data.list_pairs(dataset, data_dir, split=resolved_split)
     pairs_task = reader.task
@@ -77,7 +93,6 @@ def load_pair(pair):
     return _data_module().load_pair(pair)
   except (FileNotFoundError, ValueError) as error:
     raise PairError(str(error)) from error
-
 
 
 def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 def _device_name() -> str:
   import jax
+
   device = jax.devices()[0]
   kind = getattr(device, "device_kind", "") or ""
   return device.platform if kind.lower() in ("", device.platform) else f"{device.platform} ({kind})"
@@ -70,8 +71,15 @@ class Producer(abc.ABC):
   #: Whether the fused images are written to ``out/fused/<pair>.png``.
   save_fused = True
 
-  def __init__(self, options: EvalOptions, pairs: Sequence, *, task: str | None, split: str | None,
-               metrics: Sequence[str]):
+  def __init__(
+    self,
+    options: EvalOptions,
+    pairs: Sequence,
+    *,
+    task: str | None,
+    split: str | None,
+    metrics: Sequence[str],
+  ):
     del pairs  # Only the producers that match files to pairs need them.
     self.options = options
     self.task = task
@@ -96,8 +104,15 @@ class Producer(abc.ABC):
 
   def _header(self, method: str, options: Mapping) -> dict:
     from fusionjax import __version__
-    return {"method": method, "dataset": self.options.dataset, "split": self.split, "task": self.task,
-            "options": dict(options), "fusionjax_version": __version__}
+
+    return {
+      "method": method,
+      "dataset": self.options.dataset,
+      "split": self.split,
+      "task": self.task,
+      "options": dict(options),
+      "fusionjax_version": __version__,
+    }
 
 
 class CheckpointProducer(Producer):
@@ -112,10 +127,14 @@ class CheckpointProducer(Producer):
   def __init__(self, options: EvalOptions, pairs: Sequence, **kwargs):
     super().__init__(options, pairs, **kwargs)
     ckpt = options.ckpt
-    self.inputs = (ckpt if isinstance(ckpt, (str, os.PathLike)) and not stages.is_shipped(ckpt) else None,)
+    self.inputs = (
+      ckpt if isinstance(ckpt, (str, os.PathLike)) and not stages.is_shipped(ckpt) else None,
+    )
     self.fusion_model = None
     self.latencies: list[float] = []  # Seconds per call that did not compile a new shape.
-    self._first_size: tuple[int, int] | None = None  # (H, W) of the first pair, as fused (after max_side).
+    self._first_size: tuple[int, int] | None = (
+      None  # (H, W) of the first pair, as fused (after max_side).
+    )
     self._last_sources: Sequence[np.ndarray] | None = None
 
   def load(self) -> None:
@@ -123,14 +142,26 @@ class CheckpointProducer(Producer):
     self.fusion_model = stages.load_model(ckpt, task=self.task if stages.is_shipped(ckpt) else None)
     expected = tasks.STAGE_OF_TASK.get(self.task.lower()) if self.task is not None else None
     if expected is not None and self.fusion_model.task != expected:
-      logger.warning("Evaluating a %s checkpoint on %s pairs (%s); the matching stage is %s.", self.fusion_model.task,
-                     self.task, self.options.dataset, expected)
+      logger.warning(
+        "Evaluating a %s checkpoint on %s pairs (%s); the matching stage is %s.",
+        self.fusion_model.task,
+        self.task,
+        self.options.dataset,
+        expected,
+      )
 
   def _fuse(self, sources):
     options = self.options
-    return _timed(lambda: inference.fuse_images(
-        self.fusion_model, sources, tile_size=options.tile_size, tile_overlap=options.tile_overlap,
-        pad_multiple=options.pad_multiple, with_info=True))
+    return _timed(
+      lambda: inference.fuse_images(
+        self.fusion_model,
+        sources,
+        tile_size=options.tile_size,
+        tile_overlap=options.tile_overlap,
+        pad_multiple=options.pad_multiple,
+        with_info=True,
+      )
+    )
 
   def __call__(self, pair, sources):
     del pair
@@ -147,19 +178,34 @@ class CheckpointProducer(Producer):
 
   def header(self) -> dict:
     from fusionjax import checkpoints
+
     options, fusion_model = self.options, self.fusion_model
     description = cost.describe(fusion_model)
-    model_info = {"network": description["network"], "params": description["params"],
-                  "network_params": description["network_params"],
-                  "colornet_params": description["colornet_params"], "config": description["model_config"],
-                  "device": _device_name()}
-    header = self._header(options.name or f"{description['network']} ({fusion_model.task})",
-                          {"max_pairs": options.max_pairs, "max_side": options.max_side,
-                           "tile_size": options.tile_size, "tile_overlap": options.tile_overlap,
-                           "pad_multiple": options.pad_multiple})
+    model_info = {
+      "network": description["network"],
+      "params": description["params"],
+      "network_params": description["network_params"],
+      "colornet_params": description["colornet_params"],
+      "config": description["model_config"],
+      "device": _device_name(),
+    }
+    header = self._header(
+      options.name or f"{description['network']} ({fusion_model.task})",
+      {
+        "max_pairs": options.max_pairs,
+        "max_side": options.max_side,
+        "tile_size": options.tile_size,
+        "tile_overlap": options.tile_overlap,
+        "pad_multiple": options.pad_multiple,
+      },
+    )
     metadata = fusion_model.metadata or {}
-    header["checkpoint"] = {"path": fusion_model.path, "step": fusion_model.step, "task": fusion_model.task,
-                            "lineage": checkpoints.stage_lineage(metadata) if metadata else []}
+    header["checkpoint"] = {
+      "path": fusion_model.path,
+      "step": fusion_model.step,
+      "task": fusion_model.task,
+      "lineage": checkpoints.stage_lineage(metadata) if metadata else [],
+    }
     header["model"] = model_info
     return header
 
@@ -173,17 +219,31 @@ class CheckpointProducer(Producer):
     model_info["latency_n"] = len(self.latencies)
     solved = [r for r in rows if r.get("solver_num_steps") is not None]
     if solved:
-      summary["solver"] = {"n": len(solved), "mean_steps": float(np.mean([r["solver_num_steps"] for r in solved])),
-                           "max_rel_residual": max(r.get("solver_rel_residual", math.nan) for r in solved),
-                           "converged": int(sum(bool(r.get("solver_converged")) for r in solved))}
+      summary["solver"] = {
+        "n": len(solved),
+        "mean_steps": float(np.mean([r["solver_num_steps"] for r in solved])),
+        "max_rel_residual": max(r.get("solver_rel_residual", math.nan) for r in solved),
+        "converged": int(sum(bool(r.get("solver_converged")) for r in solved)),
+      }
     if self.options.measure_flops:
       # The solver's loop is counted for as many iterations as it took on average here.
       trips = summary["solver"]["mean_steps"] if solved else None
-      counted = cost.forward_cost(self.fusion_model, *self._first_size, pad_multiple=self.options.pad_multiple,
-                                  while_trips=trips)
-      model_info.update({"flops": counted["flops"], "flops_xla": counted["flops_xla"],
-                         "flops_input_size": counted["input_size"], "flops_while_loops": counted["while_loops"],
-                         "flops_while_trips": trips, "colornet_flops": counted.get("colornet_flops")})
+      counted = cost.forward_cost(
+        self.fusion_model,
+        *self._first_size,
+        pad_multiple=self.options.pad_multiple,
+        while_trips=trips,
+      )
+      model_info.update(
+        {
+          "flops": counted["flops"],
+          "flops_xla": counted["flops_xla"],
+          "flops_input_size": counted["input_size"],
+          "flops_while_loops": counted["while_loops"],
+          "flops_while_trips": trips,
+          "colornet_flops": counted.get("colornet_flops"),
+        }
+      )
 
 
 class BaselineProducer(Producer):
@@ -202,15 +262,18 @@ class BaselineProducer(Producer):
 
   def header(self) -> dict:
     options = self.options
-    header = self._header(options.name or options.method,
-                          {"max_pairs": options.max_pairs, "max_side": options.max_side})
+    header = self._header(
+      options.name or options.method, {"max_pairs": options.max_pairs, "max_side": options.max_side}
+    )
     header["model"] = {"network": options.method, "params": 0, "flops": None, "device": "numpy"}
     header["checkpoint"] = None
     return header
 
   def finish(self, summary, rows):
     del rows
-    summary["model"].update({"latency_s": float(np.mean(self.latencies)), "latency_n": len(self.latencies)})
+    summary["model"].update(
+      {"latency_s": float(np.mean(self.latencies)), "latency_n": len(self.latencies)}
+    )
 
 
 class FusedDirProducer(Producer):
@@ -226,8 +289,12 @@ class FusedDirProducer(Producer):
   def __init__(self, options: EvalOptions, pairs: Sequence, **kwargs):
     super().__init__(options, pairs, **kwargs)
     matched, self.missing = matching.match_fused_files(
-        pairs, options.fused_dir, allow_missing=options.allow_missing, pattern=options.fused_pattern,
-        method=options.pattern_method)
+      pairs,
+      options.fused_dir,
+      allow_missing=options.allow_missing,
+      pattern=options.fused_pattern,
+      method=options.pattern_method,
+    )
     self._files = {id(pair): path for pair, path in matched}
     self.inputs = (options.fused_dir,)
 
@@ -245,17 +312,33 @@ class FusedDirProducer(Producer):
       if self.options.max_side and fused.shape[:2] == original:
         fused = pairs_lib.resize_to(fused, height, width)
       else:
-        raise pairs_lib.PairError(f"Fused image {path} is {fused.shape[0]}x{fused.shape[1]} (HxW) but pair "
-                                  f"{pair.name!r} is {original[0]}x{original[1]}; fused images must keep the "
-                                  "sources' size.")
+        raise pairs_lib.PairError(
+          f"Fused image {path} is {fused.shape[0]}x{fused.shape[1]} (HxW) but pair "
+          f"{pair.name!r} is {original[0]}x{original[1]}; fused images must keep the "
+          "sources' size."
+        )
     return fused, {"file": path.name}
 
   def header(self) -> dict:
     options = self.options
     label = options.name or options.pattern_method or Path(options.fused_dir).resolve().name
-    header = self._header(label, {"max_pairs": options.max_pairs, "max_side": options.max_side,
-                                  "fused_pattern": options.fused_pattern, "pattern_method": options.pattern_method,
-                                  "allow_missing": options.allow_missing, "metrics": list(self.metrics)})
-    header.update({"fused_dir": str(Path(options.fused_dir).resolve()), "model": None, "checkpoint": None,
-                   "skipped_pairs": self.missing})
+    header = self._header(
+      label,
+      {
+        "max_pairs": options.max_pairs,
+        "max_side": options.max_side,
+        "fused_pattern": options.fused_pattern,
+        "pattern_method": options.pattern_method,
+        "allow_missing": options.allow_missing,
+        "metrics": list(self.metrics),
+      },
+    )
+    header.update(
+      {
+        "fused_dir": str(Path(options.fused_dir).resolve()),
+        "model": None,
+        "checkpoint": None,
+        "skipped_pairs": self.missing,
+      }
+    )
     return header

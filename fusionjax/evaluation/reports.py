@@ -26,7 +26,20 @@ from fusionjax import imageio
 SUMMARY_FORMAT = "fusionjax.evaluation/1"
 
 #: The metric names of the summaries and tables, in table order (docs/DESIGN.md §6).
-METRIC_ORDER = ("EN", "MI", "SCD", "MS-SSIM", "MEF-SSIM", "PSNR", "SSIM", "Qabf", "VIF", "SD", "SF", "AG")
+METRIC_ORDER = (
+  "EN",
+  "MI",
+  "SCD",
+  "MS-SSIM",
+  "MEF-SSIM",
+  "PSNR",
+  "SSIM",
+  "Qabf",
+  "VIF",
+  "SD",
+  "SF",
+  "AG",
+)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -39,6 +52,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
   Returns:
     The written path.
   """
+
   def write(tmp: str) -> None:
     with open(tmp, "w", encoding="utf-8", newline="") as handle:
       handle.write(text)
@@ -52,12 +66,17 @@ def _cell(value: Any) -> str:
   if isinstance(value, bool):
     return "true" if value else "false"
   if isinstance(value, float):
-    return repr(value) if math.isfinite(value) else ("inf" if value > 0 else ("-inf" if value < 0 else "nan"))
+    return (
+      repr(value)
+      if math.isfinite(value)
+      else ("inf" if value > 0 else ("-inf" if value < 0 else "nan"))
+    )
   return str(value)
 
 
-def write_metrics_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
-                      columns: Sequence[str] | None = None) -> Path:
+def write_metrics_csv(
+  rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, columns: Sequence[str] | None = None
+) -> Path:
   """Writes one row per image; undefined metrics are empty cells.
 
   Args:
@@ -131,15 +150,21 @@ def read_summary(path: str | os.PathLike) -> dict:
   if path.is_dir():
     path = path / "summary.json"
   if not path.is_file():
-    raise FileNotFoundError(f"No evaluation summary at {path}; pass the --out folder of an evaluate.py run "
-                            "(it holds summary.json) or the summary.json file itself.")
+    raise FileNotFoundError(
+      f"No evaluation summary at {path}; pass the --out folder of an evaluate.py run "
+      "(it holds summary.json) or the summary.json file itself."
+    )
   try:
     summary = json.loads(path.read_text(encoding="utf-8"))
   except json.JSONDecodeError as error:
-    raise ValueError(f"{path} is not valid JSON ({error}); rerun the evaluation that wrote it.") from error
+    raise ValueError(
+      f"{path} is not valid JSON ({error}); rerun the evaluation that wrote it."
+    ) from error
   if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
-    raise ValueError(f"{path} is not a fusionjax evaluation summary (format "
-                     f"{summary.get('format') if isinstance(summary, dict) else None!r}, expected {SUMMARY_FORMAT!r}).")
+    raise ValueError(
+      f"{path} is not a fusionjax evaluation summary (format "
+      f"{summary.get('format') if isinstance(summary, dict) else None!r}, expected {SUMMARY_FORMAT!r})."
+    )
   summary.setdefault("source", str(path))
   return summary
 
@@ -206,9 +231,15 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
   """
   split = f" ({summary['split']})" if summary.get("split") else ""
   lines = [f"# {summary.get('method')} on {summary.get('dataset')}{split}", ""]
-  lines.append(f"{summary.get('num_pairs', '?')} images, `{summary.get('convention')}` metric convention"
-               + (f", downscaled to at most {summary['options']['max_side']} px per side"
-                  if (summary.get("options") or {}).get("max_side") else "") + ".")
+  lines.append(
+    f"{summary.get('num_pairs', '?')} images, `{summary.get('convention')}` metric convention"
+    + (
+      f", downscaled to at most {summary['options']['max_side']} px per side"
+      if (summary.get("options") or {}).get("max_side")
+      else ""
+    )
+    + "."
+  )
   lines += ["", "| Metric | Mean ± std | n |", "|---|---:|---:|"]
   metrics = summary.get("metrics", {})
   for name in _metric_names([summary]):
@@ -231,23 +262,39 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     if model.get("flops") is not None:
       size = model.get("flops_input_size") or ["?", "?"]
       trips = model.get("flops_while_trips")
-      note = (f"; solver loop counted for {trips:.2f} iterations" if model.get("flops_while_loops") and trips
-              else "; solver loop counted once" if model.get("flops_while_loops") else "")
-      lines.append(f"| FLOPs at {size[0]}×{size[1]} (XLA cost analysis{note}) | {format_flops(model['flops'])} |")
+      note = (
+        f"; solver loop counted for {trips:.2f} iterations"
+        if model.get("flops_while_loops") and trips
+        else "; solver loop counted once"
+        if model.get("flops_while_loops")
+        else ""
+      )
+      lines.append(
+        f"| FLOPs at {size[0]}×{size[1]} (XLA cost analysis{note}) | {format_flops(model['flops'])} |"
+      )
     if model.get("latency_s") is not None:
-      lines.append(f"| Latency per image ({model.get('device', '?')}, mean of {model.get('latency_n')}, "
-                   f"compilation excluded) | {model['latency_s']:.4f} s |")
+      lines.append(
+        f"| Latency per image ({model.get('device', '?')}, mean of {model.get('latency_n')}, "
+        f"compilation excluded) | {model['latency_s']:.4f} s |"
+      )
   solver = summary.get("solver")
   if solver:
     lines.append("")
-    lines.append(f"Solver: {solver.get('mean_steps', float('nan')):.2f} iterations on average, largest relative "
-                 f"residual {solver.get('max_rel_residual', float('nan')):.3g}, converged on "
-                 f"{solver.get('converged', 0)} of {solver.get('n', 0)} images.")
+    lines.append(
+      f"Solver: {solver.get('mean_steps', float('nan')):.2f} iterations on average, largest relative "
+      f"residual {solver.get('max_rel_residual', float('nan')):.3g}, converged on "
+      f"{solver.get('converged', 0)} of {solver.get('n', 0)} images."
+    )
   checkpoint = summary.get("checkpoint")
   if checkpoint:
-    lineage = " ← ".join(f"{s.get('task')}@{s.get('step')}" for s in checkpoint.get("lineage") or [])
-    lines += ["", f"Checkpoint: `{checkpoint.get('path')}` (task {checkpoint.get('task')}, step "
-              f"{checkpoint.get('step')}); lineage {lineage or '–'}."]
+    lineage = " ← ".join(
+      f"{s.get('task')}@{s.get('step')}" for s in checkpoint.get("lineage") or []
+    )
+    lines += [
+      "",
+      f"Checkpoint: `{checkpoint.get('path')}` (task {checkpoint.get('task')}, step "
+      f"{checkpoint.get('step')}); lineage {lineage or '–'}.",
+    ]
   if summary.get("fused_dir"):
     lines += ["", f"Fused images scored from `{summary['fused_dir']}`."]
   return "\n".join(lines) + "\n"
@@ -281,8 +328,7 @@ def comparison_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
     if max_side:
       title += f", downscaled to ≤ {max_side} px"
     header = ["Method", "n"] + names + ["Params", "Latency (s)"]
-    lines = [title, "", "| " + " | ".join(header) + " |",
-             "|---|---:|" + "---:|" * (len(names) + 2)]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(names) + 2)]
     best = {}
     for name in names:
       values = [_number((s.get("metrics", {}).get(name) or {}).get("mean")) for s in group]
@@ -309,20 +355,26 @@ def _groups(summaries: Sequence[Mapping[str, Any]]) -> dict[tuple, list]:
   """Summaries by (dataset, split, convention, max_side): only numbers of one group are comparable."""
   groups: dict[tuple, list] = {}
   for summary in summaries:
-    key = (summary.get("dataset"), summary.get("split"), summary.get("convention"),
-           (summary.get("options") or {}).get("max_side"))
+    key = (
+      summary.get("dataset"),
+      summary.get("split"),
+      summary.get("convention"),
+      (summary.get("options") or {}).get("max_side"),
+    )
     groups.setdefault(key, []).append(summary)
   return groups
 
 
 #: What the two metric conventions mean, for the comparison text.
 CONVENTION_NOTES = {
-    "clean": "textbook definitions (fusionjax.metrics): MI = MI(A,F) + MI(B,F), MS-SSIM of Wang et al. 2003",
-    "paper": "the conventions behind the paper's tables: MI = 2 EN, MS-SSIM = Ma's 3-scale MEF MS-SSIM",
+  "clean": "textbook definitions (fusionjax.metrics): MI = MI(A,F) + MI(B,F), MS-SSIM of Wang et al. 2003",
+  "paper": "the conventions behind the paper's tables: MI = 2 EN, MS-SSIM = Ma's 3-scale MEF MS-SSIM",
 }
 
 
-def metric_ranks(group: Sequence[Mapping[str, Any]], name: str, digits: int = 4) -> list[int | None]:
+def metric_ranks(
+  group: Sequence[Mapping[str, Any]], name: str, digits: int = 4
+) -> list[int | None]:
   """The rank of each summary's mean of ``name`` (1 = best; None: undefined).
 
   Means equal at the ``digits`` decimals the tables print share the better rank.
@@ -331,7 +383,10 @@ def metric_ranks(group: Sequence[Mapping[str, Any]], name: str, digits: int = 4)
   values = [v if v is None or not math.isfinite(v) else round(v, digits) for v in values]
   defined = [v for v in values if v is not None and not math.isnan(v)]
   sign = _better(name)
-  return [None if v is None or math.isnan(v) else 1 + sum(sign * (w - v) > 0 for w in defined) for v in values]
+  return [
+    None if v is None or math.isnan(v) else 1 + sum(sign * (w - v) > 0 for w in defined)
+    for v in values
+  ]
 
 
 def is_fusionjax(summary: Mapping[str, Any]) -> bool:
@@ -347,14 +402,23 @@ def ranked_comparison(group: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     ``(metric names, rows)``; each row has ``summary``, ``ranks`` (name -> rank or None) and
     ``mean_rank`` (over the metrics it has; None if it has none).
   """
-  names = [n for n in _metric_names(group)
-           if any(_number((s.get("metrics", {}).get(n) or {}).get("mean")) is not None for s in group)]
+  names = [
+    n
+    for n in _metric_names(group)
+    if any(_number((s.get("metrics", {}).get(n) or {}).get("mean")) is not None for s in group)
+  ]
   ranks = {n: metric_ranks(group, n) for n in names}
   rows = []
   for k, summary in enumerate(group):
     own = {n: ranks[n][k] for n in names}
     defined = [r for r in own.values() if r is not None]
-    rows.append({"summary": summary, "ranks": own, "mean_rank": sum(defined) / len(defined) if defined else None})
+    rows.append(
+      {
+        "summary": summary,
+        "ranks": own,
+        "mean_rank": sum(defined) / len(defined) if defined else None,
+      }
+    )
   rows.sort(key=lambda r: math.inf if r["mean_rank"] is None else r["mean_rank"])
   return names, rows
 
@@ -378,18 +442,32 @@ def ranked_comparison_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
     title = f"## {dataset}" + (f" ({split})" if split else "") + f", `{convention}` metrics"
     if max_side:
       title += f", downscaled to ≤ {max_side} px"
-    note = (f"Each cell: mean ± std over the pairs a method scored (n), and its rank among the {len(group)} "
-            "methods in brackets: rank 1 is the best, larger is better for every metric here, means equal to "
-            "the 4 decimals shown share a rank; **bold** = best, *italic* = second best. Rows are ordered by the mean rank over the metrics. "
-            f"Metric convention `{convention}`: {CONVENTION_NOTES.get(convention, 'see fusionjax.metrics')}.")
-    lines = [title, "", note, "", "| Method | n | Mean rank | " + " | ".join(names) + " |",
-             "|---|---:|---:|" + "---:|" * len(names)]
+    note = (
+      f"Each cell: mean ± std over the pairs a method scored (n), and its rank among the {len(group)} "
+      "methods in brackets: rank 1 is the best, larger is better for every metric here, means equal to "
+      "the 4 decimals shown share a rank; **bold** = best, *italic* = second best. Rows are ordered by the mean rank over the metrics. "
+      f"Metric convention `{convention}`: {CONVENTION_NOTES.get(convention, 'see fusionjax.metrics')}."
+    )
+    lines = [
+      title,
+      "",
+      note,
+      "",
+      "| Method | n | Mean rank | " + " | ".join(names) + " |",
+      "|---|---:|---:|" + "---:|" * len(names),
+    ]
     for row in rows:
       summary = row["summary"]
-      cells = [str(summary.get("method")) + (" (fusionjax)" if is_fusionjax(summary) and "fusionjax" not in
-                                             str(summary.get("method")).lower() else ""),
-               str(summary.get("num_pairs", "")),
-               "–" if row["mean_rank"] is None else f"{row['mean_rank']:.2f}"]
+      cells = [
+        str(summary.get("method"))
+        + (
+          " (fusionjax)"
+          if is_fusionjax(summary) and "fusionjax" not in str(summary.get("method")).lower()
+          else ""
+        ),
+        str(summary.get("num_pairs", "")),
+        "–" if row["mean_rank"] is None else f"{row['mean_rank']:.2f}",
+      ]
       for name in names:
         rank = row["ranks"][name]
         text = format_mean_std(summary.get("metrics", {}).get(name))
@@ -404,16 +482,27 @@ def ranked_comparison_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
         if name not in names:
           undefined.setdefault(name, reason)
     if undefined:
-      lines += ["", "Undefined for every method: " + "; ".join(f"{n} ({str(r).rstrip('.')})"
-                                                            for n, r in undefined.items()) + "."]
-    unscored = [f"{s.get('method')}: {s.get('num_unscored')}" for s in group if s.get("num_unscored")]
+      lines += [
+        "",
+        "Undefined for every method: "
+        + "; ".join(f"{n} ({str(r).rstrip('.')})" for n, r in undefined.items())
+        + ".",
+      ]
+    unscored = [
+      f"{s.get('method')}: {s.get('num_unscored')}" for s in group if s.get("num_unscored")
+    ]
     if unscored:
-      lines += ["", "Pairs some method could not score (left out of its means): " + ", ".join(unscored) + "."]
+      lines += [
+        "",
+        "Pairs some method could not score (left out of its means): " + ", ".join(unscored) + ".",
+      ]
     blocks.append("\n".join(lines))
   return "# Comparison\n\n" + "\n\n".join(blocks) + "\n"
 
 
-def write_comparison(summaries: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike) -> tuple[str, str]:
+def write_comparison(
+  summaries: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike
+) -> tuple[str, str]:
   """Writes ``out_dir/compare.md`` and, when matplotlib is installed, ``out_dir/compare.png``.
 
   Args:
@@ -424,23 +513,33 @@ def write_comparison(summaries: Sequence[Mapping[str, Any]], out_dir: str | os.P
     ``(the Markdown text, one line saying where the figure is or why it was not drawn)``.
   """
   from fusionjax.evaluation import figures
+
   out_dir = Path(out_dir)
   if out_dir.exists() and not out_dir.is_dir():
-    raise ValueError(f"--out {out_dir} is a file; pass a folder for compare.md and compare.png (or a path ending "
-                     "in .md for the table alone).")
+    raise ValueError(
+      f"--out {out_dir} is a file; pass a folder for compare.md and compare.png (or a path ending "
+      "in .md for the table alone)."
+    )
   if (out_dir / "summary.json").exists():
-    raise ValueError(f"--out {out_dir} is an evaluation folder; write the comparison to another folder.")
+    raise ValueError(
+      f"--out {out_dir} is an evaluation folder; write the comparison to another folder."
+    )
   text = ranked_comparison_markdown(summaries)
   out_dir.mkdir(parents=True, exist_ok=True)
   write_text_atomic(out_dir / "compare.md", text)
   figure = figures.comparison_figure(summaries, out_dir / "compare.png")
-  note = (f"Wrote {out_dir / 'compare.md'} and {figure}." if figure is not None else
-          f"Wrote {out_dir / 'compare.md'}; compare.png was not drawn: matplotlib is not installed "
-          "(pip install -e '.[docs]').")
+  note = (
+    f"Wrote {out_dir / 'compare.md'} and {figure}."
+    if figure is not None
+    else f"Wrote {out_dir / 'compare.md'}; compare.png was not drawn: matplotlib is not installed "
+    "(pip install -e '.[docs]')."
+  )
   return text, note
 
 
-def compare_summaries(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
+def compare_summaries(
+  paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None
+) -> str:
   """Reads several evaluations and writes their comparison.
 
   Args:

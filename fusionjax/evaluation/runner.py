@@ -37,7 +37,12 @@ from fusionjax.evaluation import producers
 from fusionjax.evaluation import reports
 from fusionjax.evaluation.matching import safe_name
 from fusionjax.evaluation.options import EvalOptions
-from fusionjax.evaluation.scoring import aggregate_results, check_metric_names, metric_row, score_image
+from fusionjax.evaluation.scoring import (
+  aggregate_results,
+  check_metric_names,
+  metric_row,
+  score_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +58,12 @@ def is_within(path: Path, folder: Path) -> bool:
   return path == folder or folder in path.parents
 
 
-def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
-                        inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
+def check_output_folder(
+  out: str | os.PathLike,
+  *,
+  overwrite: bool = False,
+  inputs: Sequence[str | os.PathLike | None] = (),
+) -> Path:
   """Checks the ``--out`` folder of an evaluation before any work is done.
 
   Args:
@@ -72,21 +81,29 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
   """
   out = Path(out)
   if out.exists() and not out.is_dir():
-    raise ValueError(f"--out {out} is a file; pass the folder to write the results to (e.g. results/my_eval).")
+    raise ValueError(
+      f"--out {out} is a file; pass the folder to write the results to (e.g. results/my_eval)."
+    )
   for path in inputs:
     if path and Path(path).exists() and is_within(Path(path), out):
-      raise ValueError(f"--out {out} holds {path}, which this evaluation reads; write the results to another folder.")
+      raise ValueError(
+        f"--out {out} holds {path}, which this evaluation reads; write the results to another folder."
+      )
   held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
   if not held:
     return out
   foreign = [name for name in held if name not in OUTPUT_FILES]
   if foreign:
     shown = ", ".join(foreign[:_MAX_LISTED]) + (", ..." if len(foreign) > _MAX_LISTED else "")
-    raise ValueError(f"--out {out} is not empty and holds files an evaluation does not write ({shown}); "
-                     "write the results to a new or empty folder.")
+    raise ValueError(
+      f"--out {out} is not empty and holds files an evaluation does not write ({shown}); "
+      "write the results to a new or empty folder."
+    )
   if not overwrite:
-    raise ValueError(f"--out {out} already holds results ({', '.join(held)}); pass --overwrite to replace them "
-                     "as a whole, or write to another folder.")
+    raise ValueError(
+      f"--out {out} already holds results ({', '.join(held)}); pass --overwrite to replace them "
+      "as a whole, or write to another folder."
+    )
   return out
 
 
@@ -121,9 +138,17 @@ def _staged_folder(out: Path):
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def score_pairs(pairs: Sequence, producer: producers.Producer, out: str | os.PathLike, *, names: Sequence[str],
-                convention: str, max_side: int | None, header: Mapping[str, Any],
-                progress: Callable[[], None] | None = None) -> dict:
+def score_pairs(
+  pairs: Sequence,
+  producer: producers.Producer,
+  out: str | os.PathLike,
+  *,
+  names: Sequence[str],
+  convention: str,
+  max_side: int | None,
+  header: Mapping[str, Any],
+  progress: Callable[[], None] | None = None,
+) -> dict:
   """Scores the fused image of every pair and writes metrics.csv, summary.json and summary.md.
 
   Args:
@@ -167,48 +192,81 @@ def score_pairs(pairs: Sequence, producer: producers.Producer, out: str | os.Pat
       result = score_image(fused, sources, reference, metrics=names, convention=convention)
       results.append(result)
       rows.append(metric_row(pair.name, size, result, names, columns))
-      shown = ", ".join(f"{n}={result[n].value:.4g}" for n in names[:4] if result[n].value is not None)
+      shown = ", ".join(
+        f"{n}={result[n].value:.4g}" for n in names[:4] if result[n].value is not None
+      )
       logger.info("[%d/%d] %s (%dx%d): %s", k + 1, len(pairs), pair.name, size[0], size[1], shown)
     if progress is not None and pairs:
       progress()
     if not results:
       listed = "; ".join(f"{u['name']}: {u['reason']}" for u in unscored[:3])
-      raise ValueError(f"None of the {len(pairs)} pairs could be scored ({listed}"
-                       f"{'; ...' if len(unscored) > 3 else ''}). Nothing was written.")
+      raise ValueError(
+        f"None of the {len(pairs)} pairs could be scored ({listed}"
+        f"{'; ...' if len(unscored) > 3 else ''}). Nothing was written."
+      )
     metrics, missing = aggregate_results(results, names)
     summary = {"format": reports.SUMMARY_FORMAT}
     summary.update(header)
-    summary.update({"convention": convention, "num_pairs": len(results), "metrics": metrics, "missing": missing,
-                    "num_unscored": len(unscored), "unscored_pairs": unscored,
-                    "elapsed_s": time.perf_counter() - started})
-    summary.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    summary.update(
+      {
+        "convention": convention,
+        "num_pairs": len(results),
+        "metrics": metrics,
+        "missing": missing,
+        "num_unscored": len(unscored),
+        "unscored_pairs": unscored,
+        "elapsed_s": time.perf_counter() - started,
+      }
+    )
+    summary.setdefault(
+      "created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    )
     producer.finish(summary, [r for r in rows if "error" not in r])
     metric_columns = ["name", "height", "width"] + list(names)
     first_scored = next(r for r in rows if "error" not in r)
-    columns = metric_columns + [c for c in first_scored if c not in metric_columns] + (["error"] if unscored else [])
+    columns = (
+      metric_columns
+      + [c for c in first_scored if c not in metric_columns]
+      + (["error"] if unscored else [])
+    )
     reports.write_metrics_csv(rows, staging / "metrics.csv", columns=columns)
     reports.write_summary_json(summary, staging / "summary.json")
     reports.write_text_atomic(staging / "summary.md", reports.summary_markdown(summary))
   if unscored:
-    logger.warning("%d of %d pairs were not scored (listed in %s with the reason).", len(unscored), len(pairs),
-                   out / "metrics.csv")
+    logger.warning(
+      "%d of %d pairs were not scored (listed in %s with the reason).",
+      len(unscored),
+      len(pairs),
+      out / "metrics.csv",
+    )
   logger.info("Wrote %s, %s and %s.", out / "metrics.csv", out / "summary.json", out / "summary.md")
   return summary
 
 
 def _producer_type(options: EvalOptions) -> type[producers.Producer]:
   """The producer that ``options`` asks for: exactly one of ``ckpt``, ``fused_dir`` and ``method``."""
-  given = [flag for flag, value in (("--ckpt", options.ckpt), ("--fused_dir", options.fused_dir),
-                                    ("--method", options.method)) if value]
+  given = [
+    flag
+    for flag, value in (
+      ("--ckpt", options.ckpt),
+      ("--fused_dir", options.fused_dir),
+      ("--method", options.method),
+    )
+    if value
+  ]
   if len(given) != 1:
-    raise ValueError("Pass exactly one of --ckpt (a trained stage), --fused_dir (fused images to score) and "
-                     f"--method (average or max), or --compare; got {', '.join(given) or 'none'}.")
+    raise ValueError(
+      "Pass exactly one of --ckpt (a trained stage), --fused_dir (fused images to score) and "
+      f"--method (average or max), or --compare; got {', '.join(given) or 'none'}."
+    )
   if options.ckpt:
     return producers.CheckpointProducer
   if options.fused_dir:
     return producers.FusedDirProducer
   if options.method not in baselines.BASELINES:
-    raise ValueError(f"Unknown baseline {options.method!r}; use one of {', '.join(baselines.BASELINES)}.")
+    raise ValueError(
+      f"Unknown baseline {options.method!r}; use one of {', '.join(baselines.BASELINES)}."
+    )
   return producers.BaselineProducer
 
 
@@ -232,17 +290,35 @@ def evaluate(options: EvalOptions, *, progress: Callable[[], None] | None = None
   if not options.out:
     raise ValueError("Pass --out with the folder to write the results to.")
   from fusionjax import metrics  # Deferred: scipy-heavy, and compare needs none of it.
+
   metrics.check_convention(options.convention)
   names = check_metric_names(options.metrics)
-  pairs, task, split = pairs_lib.select_pairs(options.dataset, options.data_dir, split=options.split,
-                                              dirs=tuple(options.dirs), reference_dir=options.reference_dir,
-                                              task=options.task, max_pairs=options.max_pairs)
+  pairs, task, split = pairs_lib.select_pairs(
+    options.dataset,
+    options.data_dir,
+    split=options.split,
+    dirs=tuple(options.dirs),
+    reference_dir=options.reference_dir,
+    task=options.task,
+    max_pairs=options.max_pairs,
+  )
   producer = producer_type(options, pairs, task=task, split=split, metrics=names)
-  check_output_folder(options.out, overwrite=options.overwrite,
-                      inputs=(*producer.inputs, options.data_dir, options.reference_dir, *options.dirs))
+  check_output_folder(
+    options.out,
+    overwrite=options.overwrite,
+    inputs=(*producer.inputs, options.data_dir, options.reference_dir, *options.dirs),
+  )
   producer.load()
-  return score_pairs(pairs, producer, options.out, names=names, convention=options.convention,
-                     max_side=options.max_side, header=producer.header(), progress=progress)
+  return score_pairs(
+    pairs,
+    producer,
+    options.out,
+    names=names,
+    convention=options.convention,
+    max_side=options.max_side,
+    header=producer.header(),
+    progress=progress,
+  )
 
 
 def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, **options) -> dict:
@@ -290,8 +366,14 @@ def evaluate_baseline(method: str, dataset: str, out: str | os.PathLike, **optio
   return evaluate(EvalOptions(method=method, dataset=dataset, out=out, **options))
 
 
-def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os.PathLike, *,
-                       progress: Callable[[], None] | None = None, **options) -> dict:
+def evaluate_fused_dir(
+  fused_dir: str | os.PathLike,
+  dataset: str,
+  out: str | os.PathLike,
+  *,
+  progress: Callable[[], None] | None = None,
+  **options,
+) -> dict:
   """Scores existing fused images (e.g. another method's results) on a benchmark set.
 
   Each pair's fused image is ``fused_dir/<pair name>.<any image suffix>``, or the one file whose name
@@ -314,7 +396,9 @@ def evaluate_fused_dir(fused_dir: str | os.PathLike, dataset: str, out: str | os
   Returns:
     The summary dict.
   """
-  return evaluate(EvalOptions(fused_dir=fused_dir, dataset=dataset, out=out, **options), progress=progress)
+  return evaluate(
+    EvalOptions(fused_dir=fused_dir, dataset=dataset, out=out, **options), progress=progress
+  )
 
 
 def run_evaluation(options: EvalOptions):
@@ -329,19 +413,30 @@ def run_evaluation(options: EvalOptions):
   """
   if options.methods_dir:
     if options.ckpt or options.fused_dir or options.method:
-      raise ValueError("--methods_dir scores the methods' folders; drop --ckpt, --fused_dir and --method (evaluate "
-                       "those separately and pass their folders with --compare to include them).")
+      raise ValueError(
+        "--methods_dir scores the methods' folders; drop --ckpt, --fused_dir and --method (evaluate "
+        "those separately and pass their folders with --compare to include them)."
+      )
     if not options.out:
-      raise ValueError("--methods_dir needs --out with the folder to write one evaluation per method and compare.md.")
+      raise ValueError(
+        "--methods_dir needs --out with the folder to write one evaluation per method and compare.md."
+      )
     from fusionjax.evaluation import methods  # pylint: disable=import-outside-toplevel
+
     return methods.evaluate_methods(options)
   if options.fused_pattern and not options.fused_dir:
-    raise ValueError("--fused_pattern names the files in --fused_dir (or --methods_dir); pass one of them.")
+    raise ValueError(
+      "--fused_pattern names the files in --fused_dir (or --methods_dir); pass one of them."
+    )
   if options.compare:
     if options.out is None:
-      raise ValueError("--compare needs --out with the folder for compare.md and compare.png (or a file ending in "
-                       ".md for the table alone).")
+      raise ValueError(
+        "--compare needs --out with the folder for compare.md and compare.png (or a file ending in "
+        ".md for the table alone)."
+      )
     if options.ckpt or options.fused_dir or options.method:
-      raise ValueError("--compare only tabulates earlier evaluations; drop --ckpt, --fused_dir and --method.")
+      raise ValueError(
+        "--compare only tabulates earlier evaluations; drop --ckpt, --fused_dir and --method."
+      )
     return reports.compare_summaries(list(options.compare), options.out)
   return evaluate(options)

@@ -21,6 +21,7 @@ _LUMA_WEIGHTS = color.rgb_to_ycrcb(np.eye(3))[:, 0]
 
 def _metrics_module():
   from fusionjax import metrics  # Deferred: scipy-heavy, and compare needs none of it.
+
   return metrics
 
 
@@ -40,7 +41,9 @@ def check_metric_names(names: Sequence[str] | None) -> list[str]:
   unknown = [n for n in names if n not in known]
   if unknown:
     lower = {k.lower(): k for k in known}
-    hints = [f"{n} (did you mean {lower[n.lower()]}?)" if n.lower() in lower else n for n in unknown]
+    hints = [
+      f"{n} (did you mean {lower[n.lower()]}?)" if n.lower() in lower else n for n in unknown
+    ]
     raise ValueError(f"Unknown metric(s): {', '.join(hints)}. Known metrics: {', '.join(known)}.")
   return names
 
@@ -68,8 +71,14 @@ def luma_levels(image: np.ndarray) -> np.ndarray:
   return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
-def score_image(fused: np.ndarray, sources: Sequence[np.ndarray], reference: np.ndarray | None = None, *,
-                metrics: Sequence[str] | None = None, convention: str = "clean") -> dict:
+def score_image(
+  fused: np.ndarray,
+  sources: Sequence[np.ndarray],
+  reference: np.ndarray | None = None,
+  *,
+  metrics: Sequence[str] | None = None,
+  convention: str = "clean",
+) -> dict:
   """Scores one fused image against its sources (and reference) on the 8-bit luma.
 
   Args:
@@ -86,11 +95,18 @@ def score_image(fused: np.ndarray, sources: Sequence[np.ndarray], reference: np.
   source_y = [luma_levels(s) for s in sources]
   for k, s in enumerate(source_y):
     if s.shape != fused_y.shape:
-      raise ValueError(f"The fused image is {fused_y.shape[0]}x{fused_y.shape[1]} (HxW) but source {k + 1} is "
-                       f"{s.shape[0]}x{s.shape[1]}; fused images must keep the sources' size.")
+      raise ValueError(
+        f"The fused image is {fused_y.shape[0]}x{fused_y.shape[1]} (HxW) but source {k + 1} is "
+        f"{s.shape[0]}x{s.shape[1]}; fused images must keep the sources' size."
+      )
   reference_y = luma_levels(reference) if reference is not None else None
-  return _metrics_module().compute_metrics(fused_y, source_y, reference=reference_y,
-                                           names=list(metrics) if metrics else None, convention=convention)
+  return _metrics_module().compute_metrics(
+    fused_y,
+    source_y,
+    reference=reference_y,
+    names=list(metrics) if metrics else None,
+    convention=convention,
+  )
 
 
 def aggregate_results(results: list[dict], names: Sequence[str]) -> tuple[dict, dict]:
@@ -111,7 +127,9 @@ def aggregate_results(results: list[dict], names: Sequence[str]) -> tuple[dict, 
     if reasons:
       undefined = sum(reasons.values())
       listed = "; ".join(reasons)
-      missing[name] = listed if undefined == total else f"undefined on {undefined} of {total} images: {listed}"
+      missing[name] = (
+        listed if undefined == total else f"undefined on {undefined} of {total} images: {listed}"
+      )
   return metrics, missing
 
 

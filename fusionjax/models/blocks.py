@@ -37,7 +37,8 @@ class ResidualBlock(nn.Module):
     """
     if x.shape[-1] != self.features:
       raise ValueError(
-          f"ResidualBlock expects {self.features} input channels, got shape {x.shape}.")
+        f"ResidualBlock expects {self.features} input channels, got shape {x.shape}."
+      )
     k = (self.kernel_size, self.kernel_size)
     y = nn.Conv(self.features, k, dtype=self.dtype, param_dtype=self.param_dtype, name="conv1")(x)
     y = nn.relu(y)
@@ -71,14 +72,20 @@ class ConvNeXtBlock(nn.Module):
     """
     if x.shape[-1] != self.features:
       raise ValueError(
-          f"ConvNeXtBlock expects {self.features} input channels, got shape {x.shape}.")
-    y = DepthwiseConv(self.features, self.kernel_size, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name="dwconv")(x)
+        f"ConvNeXtBlock expects {self.features} input channels, got shape {x.shape}."
+      )
+    y = DepthwiseConv(
+      self.features, self.kernel_size, dtype=self.dtype, param_dtype=self.param_dtype, name="dwconv"
+    )(x)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(y)
     hidden = int(round(self.features * self.mlp_ratio))
     y = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="pwconv1")(y)
     y = nn.gelu(y)
     y = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="pwconv2")(y)
-    gamma = self.param("layer_scale", nn.initializers.constant(self.layer_scale_init),
-                       (self.features,), self.param_dtype)
+    gamma = self.param(
+      "layer_scale",
+      nn.initializers.constant(self.layer_scale_init),
+      (self.features,),
+      self.param_dtype,
+    )
     return x.astype(y.dtype) + gamma.astype(y.dtype) * y

@@ -45,8 +45,7 @@ class ColorNet(nn.Module):
   param_dtype: Dtype = jnp.float32  # Parameter dtype.
 
   @nn.compact
-  def __call__(self, crcb1: jnp.ndarray, crcb2: jnp.ndarray,
-               fused_y: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, crcb1: jnp.ndarray, crcb2: jnp.ndarray, fused_y: jnp.ndarray) -> jnp.ndarray:
     """Fuses the chroma of two colour sources.
 
     Args:
@@ -64,17 +63,26 @@ class ColorNet(nn.Module):
     rule = fuse_chroma(crcb1, crcb2)
     # Centred inputs: chroma is symmetric around the neutral value.
     x = jnp.concatenate([crcb1, crcb2, fused_y, rule], axis=-1) - CHROMA_NEUTRAL
-    x = nn.Conv(self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
-                name="conv_in")(x.astype(self.dtype))
+    x = nn.Conv(
+      self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv_in"
+    )(x.astype(self.dtype))
     x = nn.relu(x)
     for i in range(self.num_blocks):
-      x = ResidualBlock(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name=f"res{i}")(x)
+      x = ResidualBlock(
+        self.features, dtype=self.dtype, param_dtype=self.param_dtype, name=f"res{i}"
+      )(x)
     # Small, not zero, initial weights: a zero layer would also zero every other gradient.
-    out_init = nn.initializers.variance_scaling(self.output_init_scale ** 2, "fan_in",
-                                                "truncated_normal")
-    correction = nn.Conv(2, (3, 3), kernel_init=out_init, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="conv_out")(x)
+    out_init = nn.initializers.variance_scaling(
+      self.output_init_scale**2, "fan_in", "truncated_normal"
+    )
+    correction = nn.Conv(
+      2,
+      (3, 3),
+      kernel_init=out_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="conv_out",
+    )(x)
     base = jnp.clip(rule, _LOGIT_MARGIN, 1.0 - _LOGIT_MARGIN)
     logits = jnp.log(base) - jnp.log1p(-base) + correction.astype(jnp.float32)
     return jax.nn.sigmoid(logits)
@@ -86,11 +94,13 @@ def _check_color_inputs(crcb1, crcb2, fused_y) -> None:
     shape = tuple(getattr(x, "shape", ()))
     if len(shape) != 4 or shape[-1] != channels:
       raise ValueError(
-          f"ColorNet: {name} must have shape (B, H, W, {channels}), got {shape}; chroma is the "
-          "(Cr, Cb) pair of fusionjax.color.rgb_to_ycrcb, luma its Y channel.")
+        f"ColorNet: {name} must have shape (B, H, W, {channels}), got {shape}; chroma is the "
+        "(Cr, Cb) pair of fusionjax.color.rgb_to_ycrcb, luma its Y channel."
+      )
     if min(shape) == 0:
       raise ValueError(f"ColorNet: {name} is empty: shape {shape}.")
   if tuple(crcb1.shape) != tuple(crcb2.shape) or tuple(crcb1.shape[:3]) != tuple(fused_y.shape[:3]):
     raise ValueError(
-        f"ColorNet: inputs must share batch, height and width, got {tuple(crcb1.shape)}, "
-        f"{tuple(crcb2.shape)} and {tuple(fused_y.shape)}.")
+      f"ColorNet: inputs must share batch, height and width, got {tuple(crcb1.shape)}, "
+      f"{tuple(crcb2.shape)} and {tuple(fused_y.shape)}."
+    )

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fusionjax import deq
-from fusionjax.models.unfolding import (EFRUFN, EFRUFN_VARIANTS, FRUFN, FRUFN_VARIANTS,
-                                       UNIT_RULES)
+from fusionjax.models.unfolding import EFRUFN, EFRUFN_VARIANTS, FRUFN, FRUFN_VARIANTS, UNIT_RULES
 
 MODEL_NAMES = ("efrufn", "frufn")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -92,8 +91,9 @@ def default_model_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _resolve(config: Union[None, Mapping[str, Any], ml_collections.ConfigDict]
-             ) -> ml_collections.ConfigDict:
+def _resolve(
+  config: Union[None, Mapping[str, Any], ml_collections.ConfigDict],
+) -> ml_collections.ConfigDict:
   """Merges ``config`` into the defaults, rejecting unknown keys."""
   merged = default_model_config()
   if config is None:
@@ -103,12 +103,12 @@ def _resolve(config: Union[None, Mapping[str, Any], ml_collections.ConfigDict]
   elif isinstance(config, Mapping):
     items = dict(config)
   else:
-    raise ValueError(
-        f"model config must be a ConfigDict or a dict, got {type(config).__name__}.")
+    raise ValueError(f"model config must be a ConfigDict or a dict, got {type(config).__name__}.")
   unknown = sorted(set(items) - set(merged.keys()))
   if unknown:
     raise ValueError(
-        f"Unknown model config field(s) {unknown}; valid fields are {sorted(merged.keys())}.")
+      f"Unknown model config field(s) {unknown}; valid fields are {sorted(merged.keys())}."
+    )
   with merged.unlocked():
     for key, value in items.items():
       merged[key] = value
@@ -149,9 +149,12 @@ def solver_options(config: Union[Mapping[str, Any], ml_collections.ConfigDict]):
   common = dict(max_iter=max_iter, tol=float(c.tol), keep_best=c.keep_best)
   if solver_name == "anderson":
     solver = deq.Anderson(
-        history=_check_int(c, "anderson_history", 1), mixing=float(c.anderson_mixing),
-        ridge=float(c.anderson_ridge),
-        implementation=_check_choice(c, "anderson_implementation", ANDERSON_IMPLEMENTATIONS), **common)
+      history=_check_int(c, "anderson_history", 1),
+      mixing=float(c.anderson_mixing),
+      ridge=float(c.anderson_ridge),
+      implementation=_check_choice(c, "anderson_implementation", ANDERSON_IMPLEMENTATIONS),
+      **common,
+    )
   elif solver_name == "broyden":
     solver = deq.Broyden(memory=_check_int(c, "broyden_memory", 1), **common)
   else:
@@ -159,12 +162,15 @@ def solver_options(config: Union[Mapping[str, Any], ml_collections.ConfigDict]):
   if backward_name == "jfb":
     backward = deq.JFB()
   elif backward_name == "phantom":
-    backward = deq.Phantom(steps=_check_int(c, "phantom_steps", 1),
-                           damping=float(c.phantom_damping))
+    backward = deq.Phantom(
+      steps=_check_int(c, "phantom_steps", 1), damping=float(c.phantom_damping)
+    )
   else:
-    backward = deq.Implicit(max_iter=_check_int(c, "implicit_max_iter", 1),
-                            tol=float(c.implicit_tol),
-                            solver=implicit_solver)
+    backward = deq.Implicit(
+      max_iter=_check_int(c, "implicit_max_iter", 1),
+      tol=float(c.implicit_tol),
+      solver=implicit_solver,
+    )
   return solver, backward
 
 
@@ -190,33 +196,47 @@ def create_model(config: Union[None, Mapping[str, Any], ml_collections.ConfigDic
   variants = FRUFN_VARIANTS if name == "frufn" else EFRUFN_VARIANTS
   if c.variant not in variants:
     raise ValueError(
-        f"variant {c.variant!r} is not available for {name}; choose one of {variants} "
-        f"(FRUFN: {FRUFN_VARIANTS}, EFRUFN: {EFRUFN_VARIANTS}).")
+      f"variant {c.variant!r} is not available for {name}; choose one of {variants} "
+      f"(FRUFN: {FRUFN_VARIANTS}, EFRUFN: {EFRUFN_VARIANTS})."
+    )
   width = _check_int(c, "width", 1)
   num_heads = _check_int(c, "num_heads", 1)
   if width % num_heads:
     raise ValueError(
-        f"model config num_heads={num_heads} must divide width={width} (the paper's 6 heads do "
-        "not divide 32; use 4 or 8).")
+      f"model config num_heads={num_heads} must divide width={width} (the paper's 6 heads do "
+      "not divide 32; use 4 or 8)."
+    )
   for key in ("glt_window", "msmg_window", "inverse_hidden", "cpb_hidden"):
     _check_int(c, key, 1)
   _check_int(c, "swin_depth", 0)
   pool_factors = tuple(c.pool_factors)
   if not pool_factors or any(
-      isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in pool_factors):
+    isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in pool_factors
+  ):
     raise ValueError(
-        f"model config pool_factors must be a non-empty list of ints >= 1, got {pool_factors}.")
+      f"model config pool_factors must be a non-empty list of ints >= 1, got {pool_factors}."
+    )
   for key in ("mlp_ratio", "convnext_mlp_ratio"):
     if not float(c[key]) > 0:
       raise ValueError(f"model config {key} must be > 0, got {c[key]!r}.")
   dtype = DTYPES[_check_choice(c, "dtype", tuple(DTYPES))]
   unit_rule = _check_choice(c, "unit_rule", ("auto",) + UNIT_RULES)
-  common = dict(width=width, variant=c.variant, swin_depth=c.swin_depth, num_heads=num_heads,
-                glt_window=c.glt_window, msmg_window=c.msmg_window, mlp_ratio=float(c.mlp_ratio),
-                convnext_mlp_ratio=float(c.convnext_mlp_ratio), cpb_hidden=c.cpb_hidden,
-                pool_factors=pool_factors, inverse_hidden=c.inverse_hidden,
-                transform_scale_init=float(c.transform_scale_init),
-                unit_rule=None if unit_rule == "auto" else unit_rule, dtype=dtype)
+  common = dict(
+    width=width,
+    variant=c.variant,
+    swin_depth=c.swin_depth,
+    num_heads=num_heads,
+    glt_window=c.glt_window,
+    msmg_window=c.msmg_window,
+    mlp_ratio=float(c.mlp_ratio),
+    convnext_mlp_ratio=float(c.convnext_mlp_ratio),
+    cpb_hidden=c.cpb_hidden,
+    pool_factors=pool_factors,
+    inverse_hidden=c.inverse_hidden,
+    transform_scale_init=float(c.transform_scale_init),
+    unit_rule=None if unit_rule == "auto" else unit_rule,
+    dtype=dtype,
+  )
   # The solver fields are checked for FRUFN too, so a typo fails wherever it is made.
   solver, backward = solver_options(c)
   if name == "frufn":

@@ -45,14 +45,23 @@ class GLT(nn.Module):
     """
     if x.ndim != 4:
       raise ValueError(f"GLT expects an NHWC array, got shape {x.shape}.")
-    conv = lambda name: nn.Conv(self.features, (3, 3), dtype=self.dtype,
-                                param_dtype=self.param_dtype, name=name)
+    conv = lambda name: nn.Conv(
+      self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name=name
+    )
     norm = lambda name: nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     y = conv("conv1")(x)
     y = conv("conv2")(nn.gelu(y))
     y = norm("norm_in")(y)
     for i in range(self.depth):
-      y = SwinBlock(self.features, self.num_heads, self.window, shift=bool(i % 2),
-                    mlp_ratio=self.mlp_ratio, cpb_hidden=self.cpb_hidden, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name=f"swin{i}")(y)
+      y = SwinBlock(
+        self.features,
+        self.num_heads,
+        self.window,
+        shift=bool(i % 2),
+        mlp_ratio=self.mlp_ratio,
+        cpb_hidden=self.cpb_hidden,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f"swin{i}",
+      )(y)
     return norm("norm_out")(y)

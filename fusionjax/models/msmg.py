@@ -102,26 +102,42 @@ class MSMG(nn.Module):
     """
     if residual.ndim != 4 or mask.shape != residual.shape[:3] + (1,):
       raise ValueError(
-          f"MSMG expects residual (B, H, W, C) and mask (B, H, W, 1), got {residual.shape} "
-          f"and {mask.shape}.")
+        f"MSMG expects residual (B, H, W, C) and mask (B, H, W, 1), got {residual.shape} "
+        f"and {mask.shape}."
+      )
     height, width = residual.shape[1], residual.shape[2]
     x = jnp.concatenate([residual, mask.astype(residual.dtype)], axis=-1)
     # Pooling and upsampling back need sizes divisible by every factor.
     x = padding.pad_to_multiple(x, padding.required_multiple((), self.pool_factors))
-    x0 = nn.Conv(self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="conv_in")(x)
+    x0 = nn.Conv(
+      self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv_in"
+    )(x)
     scales = []
     for p in self.pool_factors:
       y = x0 if p == 1 else nn.max_pool(x0, (p, p), strides=(p, p), padding="VALID")
-      y = ConvNeXtBlock(self.features, mlp_ratio=self.convnext_mlp_ratio, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f"convnext_pool{p}")(y)
+      y = ConvNeXtBlock(
+        self.features,
+        mlp_ratio=self.convnext_mlp_ratio,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f"convnext_pool{p}",
+      )(y)
       y = upsample_bilinear(y, p)
       scales.append(y)
-    y = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="aggregate")(jnp.concatenate(scales, axis=-1))
-    y = GLT(self.features, self.depth, self.num_heads, self.window, self.mlp_ratio,
-            self.cpb_hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="glt")(y)
-    logits = nn.Conv(2, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="conv_out")(y)
+    y = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="aggregate")(
+      jnp.concatenate(scales, axis=-1)
+    )
+    y = GLT(
+      self.features,
+      self.depth,
+      self.num_heads,
+      self.window,
+      self.mlp_ratio,
+      self.cpb_hidden,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="glt",
+    )(y)
+    logits = nn.Conv(2, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv_out")(y)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     return padding.crop_to(weights[..., :1], height, width)

@@ -29,11 +29,11 @@ Dtype = Any
 
 #: The formulations of each operation, and the one each backend uses by default.
 IMPLEMENTATIONS = {
-    "depthwise_conv2d": ("shifted", "xla"),
+  "depthwise_conv2d": ("shifted", "xla"),
 }
 _BACKEND_DEFAULTS = {
-    "cpu": {"depthwise_conv2d": "shifted"},
-    "default": {"depthwise_conv2d": "xla"},
+  "cpu": {"depthwise_conv2d": "shifted"},
+  "default": {"depthwise_conv2d": "xla"},
 }
 _overrides: dict[str, str] = {}
 
@@ -54,8 +54,9 @@ def resolve(op: str, implementation: Optional[str] = None) -> str:
     defaults = _BACKEND_DEFAULTS.get(jax.default_backend(), _BACKEND_DEFAULTS["default"])
     choice = defaults[op]
   if choice not in IMPLEMENTATIONS[op]:
-    raise ValueError(f"{op} implementation must be one of {IMPLEMENTATIONS[op]} or None, got "
-                     f"{choice!r}.")
+    raise ValueError(
+      f"{op} implementation must be one of {IMPLEMENTATIONS[op]} or None, got {choice!r}."
+    )
   return choice
 
 
@@ -83,12 +84,16 @@ def implementations(**choices: str) -> Iterator[None]:
 
 def _check_depthwise(x, kernel) -> None:
   if x.ndim != 4 or kernel.ndim != 4:
-    raise ValueError(f"depthwise_conv2d expects x (B, H, W, C) and kernel (K, K, 1, C), got "
-                     f"{x.shape} and {kernel.shape}.")
+    raise ValueError(
+      f"depthwise_conv2d expects x (B, H, W, C) and kernel (K, K, 1, C), got "
+      f"{x.shape} and {kernel.shape}."
+    )
   kh, kw, one, channels = kernel.shape
   if one != 1 or channels != x.shape[-1] or kh % 2 == 0 or kw % 2 == 0:
-    raise ValueError(f"depthwise_conv2d needs an odd (K, K, 1, C) kernel with C = {x.shape[-1]}, "
-                     f"got {kernel.shape}.")
+    raise ValueError(
+      f"depthwise_conv2d needs an odd (K, K, 1, C) kernel with C = {x.shape[-1]}, "
+      f"got {kernel.shape}."
+    )
 
 
 def _shifted_sum(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
@@ -99,7 +104,7 @@ def _shifted_sum(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   out = None
   for i in range(kh):
     for j in range(kw):
-      term = xp[:, i:i + height, j:j + width, :] * kernel[i, j, 0]
+      term = xp[:, i : i + height, j : j + width, :] * kernel[i, j, 0]
       out = term if out is None else out + term
   return out
 
@@ -121,9 +126,13 @@ def _kernel_gradient(x: jnp.ndarray, grad: jnp.ndarray, kh: int, kw: int) -> jnp
   def block(total, index):
     xb = lax.dynamic_slice_in_dim(xp, index * rows, rows + kh - 1, axis=1)
     gb = lax.dynamic_slice_in_dim(gp, index * rows, rows, axis=1)
-    sums = jnp.stack([
-        jnp.sum(xb[:, i:i + rows, j:j + width, :] * gb, axis=(0, 1, 2))
-        for i in range(kh) for j in range(kw)])  # (kh * kw, C)
+    sums = jnp.stack(
+      [
+        jnp.sum(xb[:, i : i + rows, j : j + width, :] * gb, axis=(0, 1, 2))
+        for i in range(kh)
+        for j in range(kw)
+      ]
+    )  # (kh * kw, C)
     return total + sums.astype(total.dtype), None
 
   total = jnp.zeros((kh * kw, channels), jnp.promote_types(x.dtype, jnp.float32))
@@ -153,8 +162,13 @@ def _shifted_depthwise_bwd(residuals, grad):
 _shifted_depthwise.defvjp(_shifted_depthwise_fwd, _shifted_depthwise_bwd)
 
 
-def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: Optional[jnp.ndarray] = None, *,
-                     implementation: Optional[str] = None) -> jnp.ndarray:
+def depthwise_conv2d(
+  x: jnp.ndarray,
+  kernel: jnp.ndarray,
+  bias: Optional[jnp.ndarray] = None,
+  *,
+  implementation: Optional[str] = None,
+) -> jnp.ndarray:
   """Depthwise 'SAME' 2-D cross-correlation (zero padding), as ``flax.linen.Conv`` computes it.
 
   Args:
@@ -175,9 +189,14 @@ def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: Optional[jnp.nda
     y = _shifted_depthwise(x, kernel)
 
   else:
-    y = lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                 feature_group_count=x.shape[-1])
+    y = lax.conv_general_dilated(
+      x,
+      kernel,
+      (1, 1),
+      "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=x.shape[-1],
+    )
   if bias is not None:
     y = y + bias.astype(dtype)
   return y
@@ -208,10 +227,13 @@ class DepthwiseConv(nn.Module):
       (B, H, W, features) in the compute dtype.
     """
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features),
-                        self.param_dtype)
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features), self.param_dtype
+    )
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
-    return depthwise_conv2d(x.astype(self.dtype), kernel.astype(self.dtype),
-                            bias.astype(self.dtype), implementation=self.implementation)
-
-
+    return depthwise_conv2d(
+      x.astype(self.dtype),
+      kernel.astype(self.dtype),
+      bias.astype(self.dtype),
+      implementation=self.implementation,
+    )

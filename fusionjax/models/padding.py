@@ -109,5 +109,7 @@ def crop_to(x: jnp.ndarray, height: int, width: int, offset: int = 0) -> jnp.nda
     ``x[:, offset:offset + height, offset:offset + width, :]``.
   """
   if x.shape[1] < offset + height or x.shape[2] < offset + width:
-    raise ValueError(f"Cannot crop shape {x.shape} to {height}x{width} at offset {offset}: the array is smaller.")
-  return x[:, offset:offset + height, offset:offset + width, :]
+    raise ValueError(
+      f"Cannot crop shape {x.shape} to {height}x{width} at offset {offset}: the array is smaller."
+    )
+  return x[:, offset : offset + height, offset : offset + width, :]

@@ -73,5 +73,7 @@ def merge_solver_summaries(a: dict | None, b: dict | None) -> dict | None:
     return a or b
   merged = dict(a)
   for name, value in b.items():
-    merged[name] = (merged[name] and value) if isinstance(value, bool) else max(merged.get(name, value), value)
+    merged[name] = (
+      (merged[name] and value) if isinstance(value, bool) else max(merged.get(name, value), value)
+    )
   return merged

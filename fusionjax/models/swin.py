@@ -57,8 +57,9 @@ def window_partition(x: jnp.ndarray, window: int) -> jnp.ndarray:
   b, h, w, c = x.shape
   if h % window or w % window:
     raise ValueError(
-        f"window_partition needs H and W divisible by the window {window}, got {h}x{w}; "
-        "pad with fusionjax.models.padding.pad_to_multiple first.")
+      f"window_partition needs H and W divisible by the window {window}, got {h}x{w}; "
+      "pad with fusionjax.models.padding.pad_to_multiple first."
+    )
   x = x.reshape(b, h // window, window, w // window, window, c)  # (B, nH, wh, nW, ww, C)
   x = x.transpose(0, 1, 3, 2, 4, 5)  # (B, nH, nW, wh, ww, C)
   return x.reshape(b * (h // window) * (w // window), window * window, c)
@@ -78,14 +79,14 @@ def window_merge(windows: jnp.ndarray, window: int, height: int, width: int) -> 
   """
   if height % window or width % window:
     raise ValueError(
-        f"window_merge needs height and width divisible by the window {window}, "
-        f"got {height}x{width}.")
+      f"window_merge needs height and width divisible by the window {window}, got {height}x{width}."
+    )
   n_h, n_w = height // window, width // window
   c = windows.shape[-1]
   if windows.shape[0] % (n_h * n_w) or windows.shape[1] != window * window:
     raise ValueError(
-        f"windows of shape {windows.shape} do not tile a {height}x{width} image with "
-        f"window {window}.")
+      f"windows of shape {windows.shape} do not tile a {height}x{width} image with window {window}."
+    )
   b = windows.shape[0] // (n_h * n_w)
   x = windows.reshape(b, n_h, n_w, window, window, c)  # (B, nH, nW, wh, ww, C)
   x = x.transpose(0, 1, 3, 2, 4, 5)  # (B, nH, wh, nW, ww, C)
@@ -103,8 +104,8 @@ def _region_labels(size, window: int, shift: int):
     if shift:
       # After rolling by -shift, the last ``shift`` positions wrapped around from the start and
       # the window before them holds the old tail: three regions that must not see each other.
-      labels[size - window:size - shift] = 1
-      labels[size - shift:] = 2
+      labels[size - window : size - shift] = 1
+      labels[size - shift :] = 2
     return labels
   index = jax.lax.iota(jnp.int32, size)
   if not shift:
@@ -199,13 +200,15 @@ class WindowAttention(nn.Module):
     if self.dim % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} does not divide dim={self.dim}.")
     n, t, c = x.shape
-    if c != self.dim or t != self.window ** 2:
+    if c != self.dim or t != self.window**2:
       raise ValueError(
-          f"WindowAttention(dim={self.dim}, window={self.window}) got tokens of shape {x.shape}.")
+        f"WindowAttention(dim={self.dim}, window={self.window}) got tokens of shape {x.shape}."
+      )
     heads, head_dim = self.num_heads, self.dim // self.num_heads
 
-    qkv = nn.Dense(3 * self.dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                   name="qkv")(x)
+    qkv = nn.Dense(
+      3 * self.dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name="qkv"
+    )(x)
     q_bias = self.param("q_bias", nn.initializers.zeros, (self.dim,), self.param_dtype)
     v_bias = self.param("v_bias", nn.initializers.zeros, (self.dim,), self.param_dtype)
     # Swin V2 has no key bias: under cosine attention a key bias only shifts every key equally.
@@ -219,16 +222,19 @@ class WindowAttention(nn.Module):
     k32 = k.astype(jnp.float32)
     q32 = q32 / jnp.maximum(jnp.linalg.norm(q32, axis=-1, keepdims=True), 1e-12)
     k32 = k32 / jnp.maximum(jnp.linalg.norm(k32, axis=-1, keepdims=True), 1e-12)
-    logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(10.0)),
-                             (heads, 1, 1), self.param_dtype)
+    logit_scale = self.param(
+      "logit_scale", nn.initializers.constant(math.log(10.0)), (heads, 1, 1), self.param_dtype
+    )
     scale = jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), math.log(100.0)))
     logits = jnp.einsum("nhtd,nhsd->nhts", q32, k32) * scale  # (N, h, T, T)
 
     table = jnp.asarray(relative_coords_table(self.window))
-    bias_table = nn.Dense(self.cpb_hidden, dtype=jnp.float32, param_dtype=self.param_dtype,
-                          name="cpb_fc1")(table)
-    bias_table = nn.Dense(heads, use_bias=False, dtype=jnp.float32, param_dtype=self.param_dtype,
-                          name="cpb_fc2")(nn.relu(bias_table))  # ((2w-1)^2, h)
+    bias_table = nn.Dense(
+      self.cpb_hidden, dtype=jnp.float32, param_dtype=self.param_dtype, name="cpb_fc1"
+    )(table)
+    bias_table = nn.Dense(
+      heads, use_bias=False, dtype=jnp.float32, param_dtype=self.param_dtype, name="cpb_fc2"
+    )(nn.relu(bias_table))  # ((2w-1)^2, h)
     index = relative_position_index(self.window).reshape(-1)
     bias = bias_table[index].reshape(t, t, heads).transpose(2, 0, 1)  # (h, T, T)
     logits = logits + 16.0 * jax.nn.sigmoid(bias)[None]
@@ -291,11 +297,19 @@ class SwinBlock(nn.Module):
     shift_h, shift_w = self.shifts(hp, wp)
 
     y = jnp.roll(x, (-shift_h, -shift_w), axis=(1, 2)) if (shift_h or shift_w) else x
-    mask = (shifted_window_mask(hp, wp, self.window, shift_h, shift_w)
-            if (shift_h or shift_w) else None)
+    mask = (
+      shifted_window_mask(hp, wp, self.window, shift_h, shift_w) if (shift_h or shift_w) else None
+    )
     y = window_partition(y, self.window)  # (B * nW, T, C)
-    y = WindowAttention(self.dim, self.num_heads, self.window, self.cpb_hidden, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="attn")(y, mask)
+    y = WindowAttention(
+      self.dim,
+      self.num_heads,
+      self.window,
+      self.cpb_hidden,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="attn",
+    )(y, mask)
     y = window_merge(y, self.window, hp, wp)
     if shift_h or shift_w:
       y = jnp.roll(y, (shift_h, shift_w), axis=(1, 2))
@@ -304,7 +318,8 @@ class SwinBlock(nn.Module):
 
     hidden = int(round(self.dim * self.mlp_ratio))
     y = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp_fc1")(x)
-    y = nn.Dense(self.dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="mlp_fc2")(nn.gelu(y))
+    y = nn.Dense(self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp_fc2")(
+      nn.gelu(y)
+    )
     x = x + norm("norm2")(y)
     return padding.crop_to(x, height, width)

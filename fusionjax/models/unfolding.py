@@ -55,11 +55,13 @@ class SourceTransform(nn.Module):
     Returns:
       (B, H, W, features) in the compute dtype.
     """
-    x = nn.Conv(self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
-                name="conv")(image)
+    x = nn.Conv(self.features, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(
+      image
+    )
     for i in range(self.num_blocks):
-      x = ResidualBlock(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name=f"res{i}")(x)
+      x = ResidualBlock(
+        self.features, dtype=self.dtype, param_dtype=self.param_dtype, name=f"res{i}"
+      )(x)
     return x
 
 
@@ -86,10 +88,10 @@ class InverseTransform(nn.Module):
     Returns:
       (B, H, W, 1) float32 in (0, 1).
     """
-    x = nn.Conv(self.hidden, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
-                name="conv1")(features)
-    x = nn.Conv(1, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
-                name="conv2")(nn.relu(x))
+    x = nn.Conv(self.hidden, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv1")(
+      features
+    )
+    x = nn.Conv(1, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv2")(nn.relu(x))
     return jax.nn.sigmoid(x.astype(jnp.float32))
 
 
@@ -160,8 +162,13 @@ class UFUnit(nn.Module):
   param_dtype: Dtype = jnp.float32  # Parameter dtype.
 
   @nn.compact
-  def __call__(self, f1: jnp.ndarray, f: jnp.ndarray, mask: Optional[jnp.ndarray],
-               f2: Optional[jnp.ndarray] = None) -> tuple[jnp.ndarray, Optional[jnp.ndarray]]:
+  def __call__(
+    self,
+    f1: jnp.ndarray,
+    f: jnp.ndarray,
+    mask: Optional[jnp.ndarray],
+    f2: Optional[jnp.ndarray] = None,
+  ) -> tuple[jnp.ndarray, Optional[jnp.ndarray]]:
     """One unfolding step.
 
     Args:
@@ -184,19 +191,40 @@ class UFUnit(nn.Module):
     scale = jnp.sqrt(jnp.mean(jnp.square(residual32), axis=(1, 2, 3), keepdims=True) + 1e-12)
     normalised = (residual32 / scale).astype(self.dtype)
     if self.use_mask:
-      new_mask = MSMG(self.features, self.pool_factors, self.convnext_mlp_ratio, self.swin_depth,
-                      self.num_heads, self.msmg_window, self.mlp_ratio, self.cpb_hidden,
-                      dtype=self.dtype, param_dtype=self.param_dtype,
-                      name="msmg")(normalised, mask)
+      new_mask = MSMG(
+        self.features,
+        self.pool_factors,
+        self.convnext_mlp_ratio,
+        self.swin_depth,
+        self.num_heads,
+        self.msmg_window,
+        self.mlp_ratio,
+        self.cpb_hidden,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name="msmg",
+      )(normalised, mask)
     else:
       new_mask = mask
     update = residual32
     if self.use_transform:
-      correction = GLT(self.features, self.swin_depth, self.num_heads, self.glt_window,
-                       self.mlp_ratio, self.cpb_hidden, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name="glt")(normalised)
-      alpha = self.param("transform_scale", nn.initializers.constant(self.transform_scale_init),
-                         (self.features,), self.param_dtype)
+      correction = GLT(
+        self.features,
+        self.swin_depth,
+        self.num_heads,
+        self.glt_window,
+        self.mlp_ratio,
+        self.cpb_hidden,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name="glt",
+      )(normalised)
+      alpha = self.param(
+        "transform_scale",
+        nn.initializers.constant(self.transform_scale_init),
+        (self.features,),
+        self.param_dtype,
+      )
       update = update + scale * (alpha.astype(jnp.float32) * correction.astype(jnp.float32))
     if anchored:
       offset = (f - f2).astype(jnp.float32)
@@ -256,29 +284,42 @@ class _FusionNetwork(nn.Module):
     Returns:
       A dict of keyword arguments for ``UFUnit``.
     """
-    return dict(features=self.width, use_mask=use_mask, use_transform=use_transform,
-                rule=self.rule, swin_depth=self.swin_depth, num_heads=self.num_heads,
-                glt_window=self.glt_window, msmg_window=self.msmg_window,
-                mlp_ratio=self.mlp_ratio, convnext_mlp_ratio=self.convnext_mlp_ratio,
-                cpb_hidden=self.cpb_hidden, pool_factors=tuple(self.pool_factors),
-                transform_scale_init=self.transform_scale_init, dtype=self.dtype,
-                param_dtype=self.param_dtype)
+    return dict(
+      features=self.width,
+      use_mask=use_mask,
+      use_transform=use_transform,
+      rule=self.rule,
+      swin_depth=self.swin_depth,
+      num_heads=self.num_heads,
+      glt_window=self.glt_window,
+      msmg_window=self.msmg_window,
+      mlp_ratio=self.mlp_ratio,
+      convnext_mlp_ratio=self.convnext_mlp_ratio,
+      cpb_hidden=self.cpb_hidden,
+      pool_factors=tuple(self.pool_factors),
+      transform_scale_init=self.transform_scale_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+    )
 
   def _encode(self, y1: jnp.ndarray, y2: jnp.ndarray):
     """Pads the sources and applies Tθ1 and Tθ2 (features returned as float32)."""
     x1 = padding.pad_with_border(jnp.asarray(y1, jnp.float32), self.border, self.multiple)
     x2 = padding.pad_with_border(jnp.asarray(y2, jnp.float32), self.border, self.multiple)
-    f1 = SourceTransform(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
-                         name="source1")(x1)
-    f2 = SourceTransform(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
-                         name="source2")(x2)
+    f1 = SourceTransform(
+      self.width, dtype=self.dtype, param_dtype=self.param_dtype, name="source1"
+    )(x1)
+    f2 = SourceTransform(
+      self.width, dtype=self.dtype, param_dtype=self.param_dtype, name="source2"
+    )(x2)
     # The unfolding state is kept in float32: it accumulates N (or many solver) updates.
     return f1.astype(jnp.float32), f2.astype(jnp.float32)
 
   def _decode(self, f: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
     """Applies Tθ3⁻¹ and crops back to the input size."""
-    image = InverseTransform(self.inverse_hidden, dtype=self.dtype, param_dtype=self.param_dtype,
-                             name="inverse")(f)
+    image = InverseTransform(
+      self.inverse_hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="inverse"
+    )(f)
     return padding.crop_to(image, height, width, offset=self.border)
 
 
@@ -295,18 +336,21 @@ def check_inputs(y1, y2) -> None:
       raise ValueError(f"{name} must be an array of shape (B, H, W, 1), got {type(y).__name__}.")
     if len(shape) != 4:
       raise ValueError(
-          f"{name} must have 4 axes (B, H, W, 1), got shape {tuple(shape)}; add the batch axis "
-          "with y[None] and the channel axis with y[..., None].")
+        f"{name} must have 4 axes (B, H, W, 1), got shape {tuple(shape)}; add the batch axis "
+        "with y[None] and the channel axis with y[..., None]."
+      )
     if shape[-1] != 1:
       raise ValueError(
-          f"{name} must have one channel (the luma Y), got shape {tuple(shape)}; convert colour "
-          "images with fusionjax.color.rgb_to_ycrcb and pass the Y channel.")
+        f"{name} must have one channel (the luma Y), got shape {tuple(shape)}; convert colour "
+        "images with fusionjax.color.rgb_to_ycrcb and pass the Y channel."
+      )
     if min(shape) == 0:
       raise ValueError(f"{name} is empty: shape {tuple(shape)}.")
   if tuple(y1.shape) != tuple(y2.shape):
     raise ValueError(
-        f"The two sources must have the same shape, got {tuple(y1.shape)} and "
-        f"{tuple(y2.shape)}; register and resize them to a common size first.")
+      f"The two sources must have the same shape, got {tuple(y1.shape)} and "
+      f"{tuple(y2.shape)}; register and resize them to a common size first."
+    )
 
 
 def _unit_step(unit: UFUnit, carry, sources):
@@ -366,12 +410,13 @@ class FRUFN(_FusionNetwork):
     else:
       shared = self.variant == "shared"
       steps = nn.scan(
-          _unit_step,
-          variable_axes={} if shared else {"params": 0},
-          variable_broadcast="params" if shared else False,
-          split_rngs={"params": not shared},
-          in_axes=nn.broadcast,
-          length=self.num_units)
+        _unit_step,
+        variable_axes={} if shared else {"params": 0},
+        variable_broadcast="params" if shared else False,
+        split_rngs={"params": not shared},
+        in_axes=nn.broadcast,
+        length=self.num_units,
+      )
       (f, mask), _ = steps(UFUnit(**self.unit_kwargs(use_mask), name="uf"), (f, mask), (f1, f2))
     if use_mask and not self.is_initializing():
       self.sow("intermediates", "mask", padding.crop_to(mask, height, width, offset=self.border))
@@ -390,7 +435,9 @@ def relative_residual(z_next, z) -> jnp.ndarray:
   ``eps`` is 1e-4 per element, so an all-zero state (the start of a solve) does not divide by zero.
   """
   num = sum(jnp.sum(jnp.square(a - b), axis=tuple(range(1, a.ndim))) for a, b in zip(z_next, z))
-  den = sum(jnp.sum(jnp.square(b), axis=tuple(range(1, b.ndim))) + 1e-4 * (b.size // b.shape[0]) for b in z)
+  den = sum(
+    jnp.sum(jnp.square(b), axis=tuple(range(1, b.ndim))) + 1e-4 * (b.size // b.shape[0]) for b in z
+  )
   return jnp.mean(num / den)
 
 
@@ -465,8 +512,9 @@ class EFRUFN(_FusionNetwork):
     """
     if self.variant not in EFRUFN_VARIANTS:
       raise ValueError(
-          f"EFRUFN variant must be one of {EFRUFN_VARIANTS}, got {self.variant!r} "
-          "('shared' and 'no_unfold' are FRUFN ablations).")
+        f"EFRUFN variant must be one of {EFRUFN_VARIANTS}, got {self.variant!r} "
+        "('shared' and 'no_unfold' are FRUFN ablations)."
+      )
     check_inputs(y1, y2)
     height, width = y1.shape[1], y1.shape[2]
     f1, f2 = self._encode(y1, y2)
@@ -486,15 +534,17 @@ class EFRUFN(_FusionNetwork):
 
     def step(z, args):
       unit_params, f1_, f2_ = args
-      f_new, m_new = free_unit.apply({"params": unit_params}, f1_, f2_ + z[0],
-                                     z[1] if use_mask else None, f2_)
+      f_new, m_new = free_unit.apply(
+        {"params": unit_params}, f1_, f2_ + z[0], z[1] if use_mask else None, f2_
+      )
       d_new = (f_new - f2_).astype(jnp.float32)
       return (d_new, m_new.astype(jnp.float32)) if use_mask else (d_new,)
 
     solver, backward = self.solver_and_backward()
     # Images are independent problems: per-image stopping and stats.
-    solution = deq.fixed_point(step, z0, (params, f1, f2), solver=solver, backward=backward,
-                               batch_axis=0)
+    solution = deq.fixed_point(
+      step, z0, (params, f1, f2), solver=solver, backward=backward, batch_axis=0
+    )
     self.sow("intermediates", SOLVER_STATS, solution.stats)
     if self.is_mutable_collection(RESIDUAL_COLLECTION):
       # Training asked for the fixed-point residual as a loss term (fusionjax.train, loss.fixed_point).
@@ -507,5 +557,9 @@ class EFRUFN(_FusionNetwork):
         self.sow(RESIDUAL_COLLECTION, "jacobian_penalty", penalty)
     d_star = solution.value[0]
     if use_mask:
-      self.sow("intermediates", "mask", padding.crop_to(solution.value[1], height, width, offset=self.border))
+      self.sow(
+        "intermediates",
+        "mask",
+        padding.crop_to(solution.value[1], height, width, offset=self.border),
+      )
     return self._decode(f2 + d_star, height, width)

@@ -15,17 +15,17 @@ import importlib
 
 # Public name -> the submodule that defines it.
 _EXPORTS = {
-    "train_and_evaluate": "loop",
-    "AXIS_NAME": "parallel",
-    "DataParallel": "parallel",
-    "MeshDataParallel": "parallel",
-    "make_data_parallel": "parallel",
-    "init_train_state": "state",
-    "learning_rate_schedule": "state",
-    "make_optimizer": "state",
-    "LossWeights": "steps",
-    "fusion_loss": "steps",
-    "make_train_step": "steps",
+  "train_and_evaluate": "loop",
+  "AXIS_NAME": "parallel",
+  "DataParallel": "parallel",
+  "MeshDataParallel": "parallel",
+  "make_data_parallel": "parallel",
+  "init_train_state": "state",
+  "learning_rate_schedule": "state",
+  "make_optimizer": "state",
+  "LossWeights": "steps",
+  "fusion_loss": "steps",
+  "make_train_step": "steps",
 }
 
 __all__ = list(_EXPORTS)

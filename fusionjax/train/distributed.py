@@ -34,21 +34,28 @@ def distributed_options(config: ml_collections.ConfigDict) -> dict | None:
   missing = [name for name, value in given.items() if value is None]
   if missing:
     raise ValueError(
-        f"{', '.join('--config.' + name for name in missing)} not set: a multi-process run started by hand needs "
-        "all three of --config.coordinator_address=HOST:PORT, --config.num_processes=N and --config.process_id=I "
-        "(or none of them and --config.distributed=True, to let JAX detect the cluster).")
+      f"{', '.join('--config.' + name for name in missing)} not set: a multi-process run started by hand needs "
+      "all three of --config.coordinator_address=HOST:PORT, --config.num_processes=N and --config.process_id=I "
+      "(or none of them and --config.distributed=True, to let JAX detect the cluster)."
+    )
   address = str(given["coordinator_address"])
   host, _, port = address.rpartition(":")
   if not host or not port.isdigit() or not 0 < int(port) < 65536:
-    raise ValueError(f"--config.coordinator_address={address!r} is not HOST:PORT; give process 0's host and a "
-                     "free port, e.g. --config.coordinator_address=10.0.0.1:12355.")
+    raise ValueError(
+      f"--config.coordinator_address={address!r} is not HOST:PORT; give process 0's host and a "
+      "free port, e.g. --config.coordinator_address=10.0.0.1:12355."
+    )
   count, index = given["num_processes"], given["process_id"]
   if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-    raise ValueError(f"--config.num_processes must be a positive integer (how many processes the run has), "
-                     f"got {count!r}.")
+    raise ValueError(
+      f"--config.num_processes must be a positive integer (how many processes the run has), "
+      f"got {count!r}."
+    )
   if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
-    raise ValueError(f"--config.process_id must be in 0..{count - 1} (this process's rank among "
-                     f"--config.num_processes={count}), got {index!r}.")
+    raise ValueError(
+      f"--config.process_id must be in 0..{count - 1} (this process's rank among "
+      f"--config.num_processes={count}), got {index!r}."
+    )
   return {"coordinator_address": address, "num_processes": count, "process_id": index}
 
 
@@ -68,6 +75,7 @@ def initialize(config: ml_collections.ConfigDict) -> None:
     if "must be called before" not in str(error):
       raise
     raise RuntimeError(
-        "A multi-process run must start JAX's distributed runtime before anything uses JAX devices, and "
-        "importing fusionjax.train.loop already does: call fusionjax.train.distributed.initialize(config) "
-        "first, as train.py does (docs/multihost.md).") from error
+      "A multi-process run must start JAX's distributed runtime before anything uses JAX devices, and "
+      "importing fusionjax.train.loop already does: call fusionjax.train.distributed.initialize(config) "
+      "first, as train.py does (docs/multihost.md)."
+    ) from error

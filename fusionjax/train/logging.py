@@ -27,7 +27,15 @@ from fusionjax import imageio
 
 METRICS_FILE = "metrics.jsonl"
 # Terms printed first, in this order; anything else follows alphabetically.
-_TERM_ORDER = ("loss", "ssim_loss", "intensity", "texture", "structure", "gradient_transfer", "color")
+_TERM_ORDER = (
+  "loss",
+  "ssim_loss",
+  "intensity",
+  "texture",
+  "structure",
+  "gradient_transfer",
+  "color",
+)
 # Separator between grid cells, in pixels, and its grey level.
 _GAP, _GAP_LEVEL = 2, 1.0
 
@@ -40,7 +48,9 @@ class _DropInfoFrom(py_logging.Filter):
     self.fragments = tuple(fragments)
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or not any(f in record.pathname for f in self.fragments)
+    return record.levelno >= py_logging.WARNING or not any(
+      f in record.pathname for f in self.fragments
+    )
 
 
 def quiet_library_logs(fragments: Sequence[str] = ("/orbax/",)) -> None:
@@ -65,8 +75,11 @@ class MetricsWriter:
   def __init__(self, workdir: str | os.PathLike, resume_step: int = 0):
     self.path = Path(workdir) / METRICS_FILE
     if self.path.exists():
-      kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+      kept = [
+        line
+        for line in self.path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= resume_step
+      ]
       tmp = self.path.with_suffix(".jsonl.tmp")
       tmp.write_text("".join(line + "\n" for line in kept))
       os.replace(tmp, self.path)
@@ -124,8 +137,13 @@ class Progress:
     """The human-readable progress line for ``step``."""
     parts = [f"[{self.name}] step {step}/{self.num_steps}"]
     names = [k for k in _TERM_ORDER if k in scalars]
-    names += sorted(k for k in scalars if k not in _TERM_ORDER and not k.startswith(("deq_", "all_finite"))
-                    and k not in ("grad_norm", "learning_rate"))
+    names += sorted(
+      k
+      for k in scalars
+      if k not in _TERM_ORDER
+      and not k.startswith(("deq_", "all_finite"))
+      and k not in ("grad_norm", "learning_rate")
+    )
     parts += [f"{k} {scalars[k]:.4f}" for k in names]
     if "deq_steps" in scalars:
       parts.append(f"deq {scalars['deq_steps']:.1f} it, res {scalars['deq_rel_residual']:.1e}")
@@ -169,15 +187,19 @@ def sample_grid(columns: Sequence[np.ndarray]) -> np.ndarray:
   for column in columns:
     column = np.clip(np.asarray(column, np.float32), 0.0, 1.0)
     if column.shape[:3] != shape or column.shape[-1] not in (1, 3):
-      raise ValueError(f"sample_grid columns must be (B, H, W, 1 or 3) of one size; got {column.shape} and {shape}.")
+      raise ValueError(
+        f"sample_grid columns must be (B, H, W, 1 or 3) of one size; got {column.shape} and {shape}."
+      )
     rgb.append(np.repeat(column, 3, axis=-1) if column.shape[-1] == 1 else column)
   batch, height, width = shape
   n = len(rgb)
-  grid = np.full((batch * height + (batch - 1) * _GAP, n * width + (n - 1) * _GAP, 3), _GAP_LEVEL, np.float32)
+  grid = np.full(
+    (batch * height + (batch - 1) * _GAP, n * width + (n - 1) * _GAP, 3), _GAP_LEVEL, np.float32
+  )
   for i in range(batch):
     for j, column in enumerate(rgb):
       top, left = i * (height + _GAP), j * (width + _GAP)
-      grid[top:top + height, left:left + width] = column[i]
+      grid[top : top + height, left : left + width] = column[i]
   return grid
 
 

@@ -65,6 +65,7 @@ from fusionjax.train import logging as train_logging
 from fusionjax.train import parallel
 from fusionjax.train import state as train_state
 from fusionjax.train import teacher as teacher_lib
+
 # Re-exported: callers and tests reach these through the loop.
 from fusionjax.train.programs import Programs, build_programs, fixed_point_weight, jacobian_weight  # noqa: F401
 from fusionjax.train.teacher import Teacher, resolve_teacher, uses_teacher  # noqa: F401
@@ -103,12 +104,15 @@ def resolve_data_dir(config: ml_collections.ConfigDict) -> str:
   data_dir = config.data.get("data_dir") or os.environ.get(DATA_DIR_ENV)
   if not data_dir:
     raise ValueError(
-        f"No training data directory: pass --config.data.data_dir=DIR (the folder holding the datasets, "
-        f"laid out as in docs/DESIGN.md §5) or set the environment variable {DATA_DIR_ENV}=DIR.")
+      f"No training data directory: pass --config.data.data_dir=DIR (the folder holding the datasets, "
+      f"laid out as in docs/DESIGN.md §5) or set the environment variable {DATA_DIR_ENV}=DIR."
+    )
   path = Path(data_dir).expanduser()
   if not path.is_dir():
-    raise FileNotFoundError(f"Training data directory {path} does not exist or is not a directory; "
-                            f"check --config.data.data_dir (or ${DATA_DIR_ENV}).")
+    raise FileNotFoundError(
+      f"Training data directory {path} does not exist or is not a directory; "
+      f"check --config.data.data_dir (or ${DATA_DIR_ENV})."
+    )
   return str(path.absolute())
 
 
@@ -117,12 +121,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.task not in tasks.STAGES:
     raise ValueError(f"config.task is {config.task!r}; use one of {tasks.STAGES}.")
   if config.get("parallel", parallel.DEFAULT_MODE) not in parallel.MODES:
-    raise ValueError(f"--config.parallel={config.parallel!r}; use one of {', '.join(parallel.MODES)}.")
+    raise ValueError(
+      f"--config.parallel={config.parallel!r}; use one of {', '.join(parallel.MODES)}."
+    )
   for name in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(config[name]) <= 0:
       raise ValueError(f"--config.{name} must be positive, got {config[name]}.")
   if int(config.sample_every) < 0:
-    raise ValueError(f"--config.sample_every must be >= 0 (0: only at the end), got {config.sample_every}.")
+    raise ValueError(
+      f"--config.sample_every must be >= 0 (0: only at the end), got {config.sample_every}."
+    )
   data_config.check_patch_size(config.data.patch_size)
   if int(config.data.batch_size) <= 0:
     raise ValueError(f"--config.data.batch_size must be positive, got {config.data.batch_size}.")
@@ -131,7 +139,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if float(loss[name]) < 0:
       raise ValueError(f"--config.loss.{name} must be >= 0, got {loss[name]}.")
   if config.task == "mfif" and float(loss.lambda_gt) > 0 and bool(config.use_teacher):
-    raise ValueError("Stage 1 (mfif) has no teacher: set --config.loss.lambda_gt=0 or --config.use_teacher=False.")
+    raise ValueError(
+      "Stage 1 (mfif) has no teacher: set --config.loss.lambda_gt=0 or --config.use_teacher=False."
+    )
 
 
 def _as_json(tree: Any) -> Any:
@@ -153,21 +163,30 @@ def _existing_metadata(workdir: Path) -> dict | None:
 
 def _check_resumable(existing: dict, config: ml_collections.ConfigDict, workdir: Path) -> None:
   if existing.get("task") != config.task:
-    raise ValueError(f"Workdir {workdir} holds a {existing.get('task')!r} checkpoint but this config trains "
-                     f"{config.task!r}; pass another --workdir.")
+    raise ValueError(
+      f"Workdir {workdir} holds a {existing.get('task')!r} checkpoint but this config trains "
+      f"{config.task!r}; pass another --workdir."
+    )
   if existing.get("model") != _as_json(config.model.to_dict()):
-    raise ValueError(f"Workdir {workdir} holds a checkpoint of another model configuration "
-                     f"({existing.get('model')}); resume with the same --config.model.* or pass another --workdir.")
+    raise ValueError(
+      f"Workdir {workdir} holds a checkpoint of another model configuration "
+      f"({existing.get('model')}); resume with the same --config.model.* or pass another --workdir."
+    )
 
 
 def _init_from_checkpoint(path: str, template: dict) -> dict:
   """Parameters of another stage's checkpoint as the starting point (``config.init_ckpt``)."""
   loaded = checkpoints.load_fusion_model(path)
+
   def check(name, got, want):
     if jax.tree.structure(got) != jax.tree.structure(want) or any(
-        np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))):
-      raise ValueError(f"--config.init_ckpt={path}: its {name} do not match this config's model; "
-                       "use the same --config.model.* as the checkpoint (see its metadata).")
+      np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))
+    ):
+      raise ValueError(
+        f"--config.init_ckpt={path}: its {name} do not match this config's model; "
+        "use the same --config.model.* as the checkpoint (see its metadata)."
+      )
+
   check("parameters", loaded.params, template["params"])
   out = {"params": loaded.params}
   if "colornet_params" in template and loaded.colornet_params is not None:
@@ -176,17 +195,23 @@ def _init_from_checkpoint(path: str, template: dict) -> dict:
   return out
 
 
-def _sample_columns(programs: Programs, host_state: dict, batch: dict) -> tuple[list[np.ndarray], np.ndarray]:
+def _sample_columns(
+  programs: Programs, host_state: dict, batch: dict
+) -> tuple[list[np.ndarray], np.ndarray]:
   """Fuses the sample crops; returns the grid columns (sources | fused | reference) and the fused Y."""
   fused = np.asarray(programs.fuse(host_state["params"], batch["y1"], batch["y2"]))
   if programs.colornet is not None:
-    crcb = np.asarray(programs.color(host_state["colornet_params"], batch["crcb1"], batch["crcb2"], fused))
+    crcb = np.asarray(
+      programs.color(host_state["colornet_params"], batch["crcb1"], batch["crcb2"], fused)
+    )
     rgb = lambda y, c: color.ycrcb_to_rgb(np.concatenate([y, c], axis=-1))
     columns = [rgb(batch["y1"], batch["crcb1"]), rgb(batch["y2"], batch["crcb2"]), rgb(fused, crcb)]
     if "reference" in batch:
       columns.append(rgb(batch["reference"], batch["reference_crcb"]))
   else:
-    columns = [batch["y1"], batch["y2"], fused] + ([batch["reference"]] if "reference" in batch else [])
+    columns = [batch["y1"], batch["y2"], fused] + (
+      [batch["reference"]] if "reference" in batch else []
+    )
   return columns, fused
 
 
@@ -195,17 +220,30 @@ def _sample_metrics(names, fused, batch) -> dict[str, float]:
   if not names:
     return {}
   from fusionjax import imageio, metrics  # Deferred: only needed at the end of a run.
+
   results = []
   for i in range(fused.shape[0]):
     sources = [imageio.to_uint8(batch["y1"][i, ..., 0]), imageio.to_uint8(batch["y2"][i, ..., 0])]
     reference = imageio.to_uint8(batch["reference"][i, ..., 0]) if "reference" in batch else None
-    results.append(metrics.compute_metrics(imageio.to_uint8(fused[i, ..., 0]), sources, reference=reference,
-                                           names=[n for n in names if n != "PSNR" or reference is not None]))
+    results.append(
+      metrics.compute_metrics(
+        imageio.to_uint8(fused[i, ..., 0]),
+        sources,
+        reference=reference,
+        names=[n for n in names if n != "PSNR" or reference is not None],
+      )
+    )
   summary = metrics.summarize(results)
-  return {f"eval/{name}": float(s["mean"]) for name, s in summary.items() if s.get("n") and s["mean"] is not None}
+  return {
+    f"eval/{name}": float(s["mean"])
+    for name, s in summary.items()
+    if s.get("n") and s["mean"] is not None
+  }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None = None) -> dict[str, float]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike | None = None
+) -> dict[str, float]:
   """Trains one stage and evaluates its sample fusions.
 
   Args:
@@ -228,13 +266,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # Multi-process: every process runs this same program (see docs/multihost.md); before anything
     # else touches JAX's devices.
     distributed.initialize(config)
-  config = ml_collections.ConfigDict(config.to_dict())  # Local copy: the caller's config is not touched.
+  config = ml_collections.ConfigDict(
+    config.to_dict()
+  )  # Local copy: the caller's config is not touched.
   with _input_checks():
     inputs = _check_inputs(config, workdir)
   run = _Run(config, inputs)
   fused = run.train()
-  result = {"step": float(run.num_steps), **run.last_logged, "steps_per_sec": run.steps_per_sec(),
-            "wall_time_s": time.perf_counter() - start_time}
+  result = {
+    "step": float(run.num_steps),
+    **run.last_logged,
+    "steps_per_sec": run.steps_per_sec(),
+    "wall_time_s": time.perf_counter() - start_time,
+  }
   result.update(_sample_metrics(list(config.get("eval_metrics", ())), fused, run.sample_batch))
   return result
 
@@ -258,10 +302,13 @@ def _check_inputs(config: ml_collections.ConfigDict, workdir: str | os.PathLike 
   if existing is not None:
     _check_resumable(existing, config, workdir)
   teacher = resolve_teacher(config, existing)
-  dp = parallel.make_data_parallel(config.get("parallel", parallel.DEFAULT_MODE), config.get("num_devices"))
+  dp = parallel.make_data_parallel(
+    config.get("parallel", parallel.DEFAULT_MODE), config.get("num_devices")
+  )
   dp.check_batch_size(int(config.data.batch_size))
-  source = fj_data.make_training_source(config.task, config.data, process_index=jax.process_index(),
-                                       process_count=jax.process_count())
+  source = fj_data.make_training_source(
+    config.task, config.data, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   # Inputs are valid: build, then write.
   if teacher is not None:
     teacher = teacher_lib.load_teacher(teacher)
@@ -276,32 +323,54 @@ class _Run:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, inputs: _Inputs):
-    self.config, self.task, self.workdir, self.source = config, config.task, inputs.workdir, inputs.source
+    self.config, self.task, self.workdir, self.source = (
+      config,
+      config.task,
+      inputs.workdir,
+      inputs.source,
+    )
     self.is_main = jax.process_index() == 0
     self.programs = build_programs(config, inputs.teacher)
     self.dp = self.programs.data_parallel
     self.num_steps = int(config.num_steps)
     host_state, init_record = self._initial_state(inputs.existing)
     self.workdir.mkdir(parents=True, exist_ok=True)
-    self.checkpointer = checkpoints.StageCheckpointer(self.workdir, max_to_keep=int(config.keep_checkpoints))
+    self.checkpointer = checkpoints.StageCheckpointer(
+      self.workdir, max_to_keep=int(config.keep_checkpoints)
+    )
     if self.checkpointer.latest_step() is not None:
       with _input_checks():  # A damaged checkpoint in the workdir: the message says what to do.
         host_state, _ = self.checkpointer.restore(state_template=host_state)
-      self._log("[%s] resuming from %s at step %d", self.task, self.workdir, int(host_state["step"]))
+      self._log(
+        "[%s] resuming from %s at step %d", self.task, self.workdir, int(host_state["step"])
+      )
     self.start_step = int(host_state["step"])
     self.metadata = self._metadata(inputs, init_record)
     teacher = inputs.teacher
-    self._log("[%s] %s, %d parameters%s; %d device(s) (%s, %d process(es)); teacher: %s", self.task,
-              config.model.name, train_state.count_params(host_state["params"]),
-              f" + ColorNet {train_state.count_params(host_state['colornet_params'])}"
-              if self.programs.colornet is not None else "",
-              self.dp.num_global_devices, self.dp.mode, jax.process_count(),
-              f"{teacher.path} (step {teacher.step}, {teacher.metadata['task']})" if teacher else "none")
+    self._log(
+      "[%s] %s, %d parameters%s; %d device(s) (%s, %d process(es)); teacher: %s",
+      self.task,
+      config.model.name,
+      train_state.count_params(host_state["params"]),
+      f" + ColorNet {train_state.count_params(host_state['colornet_params'])}"
+      if self.programs.colornet is not None
+      else "",
+      self.dp.num_global_devices,
+      self.dp.mode,
+      jax.process_count(),
+      f"{teacher.path} (step {teacher.step}, {teacher.metadata['task']})" if teacher else "none",
+    )
 
     self.frozen = (self.dp.replicate(teacher.params),) if teacher is not None else ()
     # The first crops of step 0's global batch: the same in every process and for any process count.
-    self.sample_batch = self.source.examples(0, range(min(int(config.num_samples), self.source.global_batch_size)))
-    self.writer = train_logging.MetricsWriter(self.workdir, resume_step=self.start_step) if self.is_main else None
+    self.sample_batch = self.source.examples(
+      0, range(min(int(config.num_samples), self.source.global_batch_size))
+    )
+    self.writer = (
+      train_logging.MetricsWriter(self.workdir, resume_step=self.start_step)
+      if self.is_main
+      else None
+    )
     self.progress = train_logging.Progress(self.task, self.start_step, self.num_steps)
     self.state = self.dp.replicate(host_state)
     self.pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked on the host
@@ -325,22 +394,32 @@ class _Run:
     with _input_checks():  # Before the workdir is created: a bad init_ckpt leaves nothing behind.
       host_state.update(_init_from_checkpoint(config.init_ckpt, host_state))
       init_meta = checkpoints.read_metadata(config.init_ckpt)
-    self._log("[%s] parameters initialised from %s (step %d)", self.task, config.init_ckpt, init_meta["step"])
-    return host_state, {"path": str(Path(config.init_ckpt).expanduser().absolute()), "step": init_meta["step"],
-                        "task": init_meta["task"]}
+    self._log(
+      "[%s] parameters initialised from %s (step %d)",
+      self.task,
+      config.init_ckpt,
+      init_meta["step"],
+    )
+    return host_state, {
+      "path": str(Path(config.init_ckpt).expanduser().absolute()),
+      "step": init_meta["step"],
+      "task": init_meta["task"],
+    }
 
   def _metadata(self, inputs: _Inputs, init_record: dict | None) -> dict:
     config, teacher = self.config, inputs.teacher
     return {
-        "format": checkpoints.FORMAT,
-        "task": self.task,
-        "model": _as_json(config.model.to_dict()),
-        "colornet": _as_json(config.colornet.to_dict()) if self.programs.colornet is not None else None,
-        "config": _config_dict(config),
-        "teacher": teacher.record if teacher is not None else None,
-        "init": init_record if inputs.existing is None else inputs.existing.get("init"),
-        "workdir": str(self.workdir),
-        "fusionjax_version": fusionjax.__version__,
+      "format": checkpoints.FORMAT,
+      "task": self.task,
+      "model": _as_json(config.model.to_dict()),
+      "colornet": _as_json(config.colornet.to_dict())
+      if self.programs.colornet is not None
+      else None,
+      "config": _config_dict(config),
+      "teacher": teacher.record if teacher is not None else None,
+      "init": init_record if inputs.existing is None else inputs.existing.get("init"),
+      "workdir": str(self.workdir),
+      "fusionjax_version": fusionjax.__version__,
     }
 
   def _check_pending(self) -> None:
@@ -350,9 +429,10 @@ class _Run:
       values = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in values.items()}
       if values["all_finite"] < 1.0:
         raise FloatingPointError(
-            f"[{self.task}] non-finite loss or gradients at step {step} (loss={values['loss']}, "
-            f"grad_norm={values['grad_norm']}). The last checkpoint (step {self.last_saved}) in {self.workdir} is "
-            "untouched; lower --config.optimizer.learning_rate or --config.optimizer.grad_clip_norm and resume.")
+          f"[{self.task}] non-finite loss or gradients at step {step} (loss={values['loss']}, "
+          f"grad_norm={values['grad_norm']}). The last checkpoint (step {self.last_saved}) in {self.workdir} is "
+          "untouched; lower --config.optimizer.learning_rate or --config.optimizer.grad_clip_norm and resume."
+        )
       self.interval.append(values)
     self.pending.clear()
 
@@ -362,7 +442,9 @@ class _Run:
     self.last_saved = step
 
   def _write_samples(self, step: int) -> np.ndarray:
-    columns, fused = _sample_columns(self.programs, self.dp.unreplicate(self.state), self.sample_batch)
+    columns, fused = _sample_columns(
+      self.programs, self.dp.unreplicate(self.state), self.sample_batch
+    )
     if self.is_main:
       train_logging.write_sample_grid(self.workdir, step, columns)
     return fused
@@ -377,8 +459,14 @@ class _Run:
       self.rates.append(rate)  # The first interval includes compilation.
     eta = self.progress.eta_seconds(step)
     if self.writer is not None:
-      self.writer.write(step, {**self.last_logged, "steps_per_sec": rate or 0.0,
-                               "eta_s": eta if eta is not None else float("nan")})
+      self.writer.write(
+        step,
+        {
+          **self.last_logged,
+          "steps_per_sec": rate or 0.0,
+          "eta_s": eta if eta is not None else float("nan"),
+        },
+      )
     self._log("%s", self.progress.line(step, self.last_logged))
 
   def steps_per_sec(self) -> float:
@@ -388,11 +476,15 @@ class _Run:
   def train(self) -> np.ndarray:
     """Runs the steps left, saves, writes the final samples; returns their fusions."""
     config, num_steps = self.config, self.num_steps
-    batches = self.source.iterate(self.start_step, int(config.prefetch), num_steps=num_steps - self.start_step)
+    batches = self.source.iterate(
+      self.start_step, int(config.prefetch), num_steps=num_steps - self.start_step
+    )
     finished = False
     try:
       for step in range(self.start_step + 1, num_steps + 1):
-        self.state, step_metrics = self.programs.step(self.state, self.dp.shard(next(batches)), *self.frozen)
+        self.state, step_metrics = self.programs.step(
+          self.state, self.dp.shard(next(batches)), *self.frozen
+        )
         self.completed = step
         self.pending.append((step, step_metrics))
         if step % int(config.log_every) == 0 or step == num_steps:
@@ -409,7 +501,11 @@ class _Run:
     except KeyboardInterrupt:
       # Keep the work done so far: a checkpoint at the last completed step, then stop.
       if self.completed > self.last_saved:
-        logging.warning("[%s] interrupted at step %d; saving a checkpoint to resume from.", self.task, self.completed)
+        logging.warning(
+          "[%s] interrupted at step %d; saving a checkpoint to resume from.",
+          self.task,
+          self.completed,
+        )
         self._save(self.completed)
       raise
     except OSError as error:

@@ -63,26 +63,35 @@ def shard_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, 
     raise ValueError(f"All batch arrays need the same leading (batch) axis, got {sizes}.")
   size = next(iter(sizes.values()))
   if size % num_devices:
-    raise ValueError(f"Batch size {size} is not divisible by {num_devices} devices; set "
-                     f"config.data.batch_size to a multiple of {num_devices}.")
-  return {key: np.reshape(value, (num_devices, size // num_devices) + np.shape(value)[1:])
-          for key, value in batch.items()}
+    raise ValueError(
+      f"Batch size {size} is not divisible by {num_devices} devices; set "
+      f"config.data.batch_size to a multiple of {num_devices}."
+    )
+  return {
+    key: np.reshape(value, (num_devices, size // num_devices) + np.shape(value)[1:])
+    for key, value in batch.items()
+  }
 
 
-def _choose_devices(num_devices: int | None, devices: Sequence[jax.Device] | None
-                    ) -> tuple[list[jax.Device], list[jax.Device]]:
+def _choose_devices(
+  num_devices: int | None, devices: Sequence[jax.Device] | None
+) -> tuple[list[jax.Device], list[jax.Device]]:
   """(this process's devices, the devices of all processes in process-major order)."""
   if devices is not None:
     chosen = list(devices)
     return chosen, chosen
   local = jax.local_devices()
   if num_devices is not None and not 1 <= num_devices <= len(local):
-    raise ValueError(f"num_devices={num_devices} but this host has {len(local)} device(s) "
-                     f"({local[0].platform}); set config.num_devices to at most {len(local)} or to None.")
+    raise ValueError(
+      f"num_devices={num_devices} but this host has {len(local)} device(s) "
+      f"({local[0].platform}); set config.num_devices to at most {len(local)} or to None."
+    )
   count = num_devices or len(local)
   if jax.process_count() == 1:
     return local[:count], local[:count]
-  everywhere = [d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)[:count]]
+  everywhere = [
+    d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)[:count]
+  ]
   return local[:count], everywhere
 
 
@@ -108,8 +117,9 @@ class _Devices:
     """Raises ValueError unless the global batch splits evenly over all devices of all processes."""
     if global_batch_size % self.num_global_devices:
       raise ValueError(
-          f"Batch size {global_batch_size} does not split over {self.num_global_devices} device(s); "
-          f"set --config.data.batch_size to a multiple of {self.num_global_devices}.")
+        f"Batch size {global_batch_size} does not split over {self.num_global_devices} device(s); "
+        f"set --config.data.batch_size to a multiple of {self.num_global_devices}."
+      )
 
 
 class DataParallel(_Devices):
@@ -157,8 +167,12 @@ class DataParallel(_Devices):
       The device-parallel step, same signature.
     """
     # pmap takes the devices of every process (the same list everywhere) in a multi-process run.
-    return jax.pmap(step_fn, axis_name=AXIS_NAME, devices=self.global_devices,
-                    donate_argnums=(0,) if donate_state else ())
+    return jax.pmap(
+      step_fn,
+      axis_name=AXIS_NAME,
+      devices=self.global_devices,
+      donate_argnums=(0,) if donate_state else (),
+    )
 
 
 class MeshDataParallel(_Devices):
@@ -186,14 +200,18 @@ class MeshDataParallel(_Devices):
   def shard(self, batch: dict[str, np.ndarray]) -> Any:
     """One global array per key from this process's rows (B, ...), split over the devices."""
     shard_batch(batch, self.num_devices)  # The same checks (one leading size, divisible) as pmap's.
-    return {key: jax.make_array_from_process_local_data(self._batch_sharding, np.asarray(value))
-            for key, value in batch.items()}
+    return {
+      key: jax.make_array_from_process_local_data(self._batch_sharding, np.asarray(value))
+      for key, value in batch.items()
+    }
 
   def replicate(self, tree: Any) -> Any:
     """Places a host pytree (the same on every process) on every device of the mesh."""
+
     def place(x):
       x = np.asarray(x)
       return jax.make_array_from_callback(x.shape, self._replicated, lambda index: x[index])
+
     return jax.tree.map(place, tree)
 
   def unreplicate(self, tree: Any) -> Any:
@@ -219,13 +237,15 @@ class MeshDataParallel(_Devices):
       # from replicated values and end it batch-dependent, which the varying-axis type check rejects.
       # The outputs are replicated because the step averages gradients and metrics with pmean.
       return jax.shard_map(step_fn, mesh=mesh, in_specs=in_specs, out_specs=P(), check_vma=False)(
-          state, batch, *frozen)
+        state, batch, *frozen
+      )
 
     return jax.jit(sharded_step, donate_argnums=(0,) if donate_state else ())
 
 
-def make_data_parallel(mode: str = "pmap", num_devices: int | None = None,
-                       devices: Sequence[jax.Device] | None = None) -> DataParallel | MeshDataParallel:
+def make_data_parallel(
+  mode: str = "pmap", num_devices: int | None = None, devices: Sequence[jax.Device] | None = None
+) -> DataParallel | MeshDataParallel:
   """The implementation of ``--config.parallel=mode`` over the chosen devices.
 
   Args:

@@ -70,20 +70,49 @@ def _make_programs(spec: dict, num_devices: int | None, mode: str) -> Programs:
   optimizer = train_state.make_optimizer(optimizer_config, num_steps)
   colornet_optimizer = train_state.make_optimizer(optimizer_config, num_steps) if colornet else None
   schedule = train_state.learning_rate_schedule(optimizer_config, num_steps)
-  teacher_model = models.create_model(spec["teacher_model"]) if spec["teacher_model"] is not None else None
-  init = jax.jit(lambda rng: train_state.init_train_state(
-      rng, model=model, optimizer=optimizer, patch_size=patch, colornet=colornet,
-      colornet_optimizer=colornet_optimizer))
+  teacher_model = (
+    models.create_model(spec["teacher_model"]) if spec["teacher_model"] is not None else None
+  )
+  init = jax.jit(
+    lambda rng: train_state.init_train_state(
+      rng,
+      model=model,
+      optimizer=optimizer,
+      patch_size=patch,
+      colornet=colornet,
+      colornet_optimizer=colornet_optimizer,
+    )
+  )
   step_fn = train_steps.make_train_step(
-      task, model, optimizer, train_steps.LossWeights(**spec["weights"]), learning_rate=schedule,
-      teacher_model=teacher_model, colornet=colornet, colornet_optimizer=colornet_optimizer,
-      axis_name=parallel.AXIS_NAME)
+    task,
+    model,
+    optimizer,
+    train_steps.LossWeights(**spec["weights"]),
+    learning_rate=schedule,
+    teacher_model=teacher_model,
+    colornet=colornet,
+    colornet_optimizer=colornet_optimizer,
+    axis_name=parallel.AXIS_NAME,
+  )
   dp = parallel.make_data_parallel(mode, num_devices)
   fuse = jax.jit(lambda params, y1, y2: model.apply({"params": params}, y1, y2))
-  color_fn = jax.jit(lambda params, c1, c2, y: colornet.apply({"params": params}, c1, c2, y)) if colornet else None
-  return Programs(model=model, colornet=colornet, optimizer=optimizer, colornet_optimizer=colornet_optimizer,
-                  schedule=schedule, init=init, step=dp.compile_step(step_fn), fuse=fuse, color=color_fn,
-                  data_parallel=dp)
+  color_fn = (
+    jax.jit(lambda params, c1, c2, y: colornet.apply({"params": params}, c1, c2, y))
+    if colornet
+    else None
+  )
+  return Programs(
+    model=model,
+    colornet=colornet,
+    optimizer=optimizer,
+    colornet_optimizer=colornet_optimizer,
+    schedule=schedule,
+    init=init,
+    step=dp.compile_step(step_fn),
+    fuse=fuse,
+    color=color_fn,
+    data_parallel=dp,
+  )
 
 
 def build_programs(config: ml_collections.ConfigDict, teacher: Teacher | None) -> Programs:
@@ -100,16 +129,20 @@ def build_programs(config: ml_collections.ConfigDict, teacher: Teacher | None) -
   if config.task == "meif" and config.get("train_colornet", False):
     colornet_kwargs = config.colornet.to_dict()
   spec = {
-      "task": config.task,
-      "model": config.model.to_dict(),
-      "colornet": colornet_kwargs,
-      "optimizer": config.optimizer.to_dict(),
-      "num_steps": int(config.num_steps),
-      "patch_size": int(config.data.patch_size),
-      "weights": {"gradient_transfer": float(config.loss.lambda_gt) if teacher is not None else 0.0,
-                  "texture": float(config.loss.beta1), "structure": float(config.loss.beta2),
-                  "fixed_point": fixed_point_weight(config), "jacobian": jacobian_weight(config)},
-      "teacher_model": teacher.metadata["model"] if teacher is not None else None,
+    "task": config.task,
+    "model": config.model.to_dict(),
+    "colornet": colornet_kwargs,
+    "optimizer": config.optimizer.to_dict(),
+    "num_steps": int(config.num_steps),
+    "patch_size": int(config.data.patch_size),
+    "weights": {
+      "gradient_transfer": float(config.loss.lambda_gt) if teacher is not None else 0.0,
+      "texture": float(config.loss.beta1),
+      "structure": float(config.loss.beta2),
+      "fixed_point": fixed_point_weight(config),
+      "jacobian": jacobian_weight(config),
+    },
+    "teacher_model": teacher.metadata["model"] if teacher is not None else None,
   }
   num_devices, mode = config.get("num_devices"), config.get("parallel", parallel.DEFAULT_MODE)
   key = (_hashable(spec), num_devices, mode)
@@ -139,6 +172,8 @@ def jacobian_weight(config) -> float:
   weight = float(config.loss.get("jacobian", 0.0))
   name = str(config.model.get("name", "efrufn")).lower()
   if weight > 0 and name != "efrufn":
-    raise ValueError(f"config.loss.jacobian={weight} needs EFRUFN (the Jacobian penalty is taken at its "
-                     f"fixed point); model {name!r} has none. Set --config.loss.jacobian=0.")
+    raise ValueError(
+      f"config.loss.jacobian={weight} needs EFRUFN (the Jacobian penalty is taken at its "
+      f"fixed point); model {name!r} has none. Set --config.loss.jacobian=0."
+    )
   return weight

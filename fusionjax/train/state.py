@@ -24,7 +24,9 @@ import ml_collections
 import optax
 
 
-def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+def learning_rate_schedule(
+  optimizer_config: ml_collections.ConfigDict, num_steps: int
+) -> optax.Schedule:
   """Linear warm-up to the peak rate, then cosine decay to ``end_lr_factor`` times the peak.
 
   Args:
@@ -37,11 +39,17 @@ def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict, num_step
   peak = float(optimizer_config.learning_rate)
   warmup = min(int(optimizer_config.warmup_steps), max(num_steps - 1, 0))
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup,
-      decay_steps=max(num_steps, warmup + 1), end_value=peak * float(optimizer_config.end_lr_factor))
+    init_value=0.0,
+    peak_value=peak,
+    warmup_steps=warmup,
+    decay_steps=max(num_steps, warmup + 1),
+    end_value=peak * float(optimizer_config.end_lr_factor),
+  )
 
 
-def make_optimizer(optimizer_config: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+  optimizer_config: ml_collections.ConfigDict, num_steps: int
+) -> optax.GradientTransformation:
   """Adam after global-norm gradient clipping (the paper cites both), on the schedule above.
 
   Args:
@@ -53,19 +61,33 @@ def make_optimizer(optimizer_config: ml_collections.ConfigDict, num_steps: int) 
     An optax gradient transformation.
   """
   if float(optimizer_config.grad_clip_norm) <= 0:
-    raise ValueError(f"config.optimizer.grad_clip_norm must be positive, got {optimizer_config.grad_clip_norm}.")
+    raise ValueError(
+      f"config.optimizer.grad_clip_norm must be positive, got {optimizer_config.grad_clip_norm}."
+    )
   if float(optimizer_config.learning_rate) <= 0:
-    raise ValueError(f"config.optimizer.learning_rate must be positive, got {optimizer_config.learning_rate}.")
+    raise ValueError(
+      f"config.optimizer.learning_rate must be positive, got {optimizer_config.learning_rate}."
+    )
   return optax.chain(
-      optax.clip_by_global_norm(float(optimizer_config.grad_clip_norm)),
-      optax.adam(learning_rate_schedule(optimizer_config, num_steps), b1=float(optimizer_config.b1),
-                 b2=float(optimizer_config.b2), eps=float(optimizer_config.eps)),
+    optax.clip_by_global_norm(float(optimizer_config.grad_clip_norm)),
+    optax.adam(
+      learning_rate_schedule(optimizer_config, num_steps),
+      b1=float(optimizer_config.b1),
+      b2=float(optimizer_config.b2),
+      eps=float(optimizer_config.eps),
+    ),
   )
 
 
-def init_train_state(rng: jax.Array, *, model: nn.Module, optimizer: optax.GradientTransformation,
-                     patch_size: int, colornet: nn.Module | None = None,
-                     colornet_optimizer: optax.GradientTransformation | None = None) -> dict[str, Any]:
+def init_train_state(
+  rng: jax.Array,
+  *,
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  patch_size: int,
+  colornet: nn.Module | None = None,
+  colornet_optimizer: optax.GradientTransformation | None = None,
+) -> dict[str, Any]:
   """Initialises parameters and optimiser states.
 
   Args:
@@ -86,10 +108,10 @@ def init_train_state(rng: jax.Array, *, model: nn.Module, optimizer: optax.Gradi
   y = jnp.full((1, patch_size, patch_size, 1), 0.5, jnp.float32)
   params = model.init(model_rng, y, y)["params"]
   state = {
-      "step": jnp.zeros((), jnp.int32),
-      "params": params,
-      "opt_state": optimizer.init(params),
-      "rng": state_rng,
+    "step": jnp.zeros((), jnp.int32),
+    "params": params,
+    "opt_state": optimizer.init(params),
+    "rng": state_rng,
   }
   if colornet is not None:
     if colornet_optimizer is None:

@@ -59,8 +59,13 @@ class LossWeights:
   jacobian: float = 0.0
 
 
-def fusion_loss(task: str, fused: jax.Array, batch: Mapping[str, jax.Array], weights: LossWeights,
-                teacher_fused: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+def fusion_loss(
+  task: str,
+  fused: jax.Array,
+  batch: Mapping[str, jax.Array],
+  weights: LossWeights,
+  teacher_fused: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Loss of the fusion network for one stage.
 
   Args:
@@ -79,7 +84,8 @@ def fusion_loss(task: str, fused: jax.Array, batch: Mapping[str, jax.Array], wei
     total = terms["ssim_loss"]
   elif task == "ivf":
     total, terms = losses.ivf_reconstruction_loss(
-        fused, batch["y1"], batch["y2"], beta1=weights.texture, beta2=weights.structure)
+      fused, batch["y1"], batch["y2"], beta1=weights.texture, beta2=weights.structure
+    )
   else:
     raise ValueError(f"Unknown task {task!r}; use one of {tasks.STAGES}.")
   if teacher_fused is not None:
@@ -110,9 +116,14 @@ def solver_metrics(intermediates: Mapping[str, Any]) -> dict[str, jax.Array]:
   collect(intermediates)
   if not found:
     return {}
-  mean = lambda name: jnp.mean(jnp.stack([jnp.mean(jnp.asarray(getattr(s, name), jnp.float32)) for s in found]))
-  return {"deq_steps": mean("num_steps"), "deq_rel_residual": mean("rel_residual"),
-          "deq_converged": mean("converged")}
+  mean = lambda name: jnp.mean(
+    jnp.stack([jnp.mean(jnp.asarray(getattr(s, name), jnp.float32)) for s in found])
+  )
+  return {
+    "deq_steps": mean("num_steps"),
+    "deq_rel_residual": mean("rel_residual"),
+    "deq_converged": mean("converged"),
+  }
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -120,11 +131,18 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransformation,
-                    weights: LossWeights, *, learning_rate: Callable[[jax.Array], jax.Array] | None = None,
-                    teacher_model: nn.Module | None = None, colornet: nn.Module | None = None,
-                    colornet_optimizer: optax.GradientTransformation | None = None,
-                    axis_name: str | None = AXIS_NAME) -> Callable:
+def make_train_step(
+  task: str,
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  weights: LossWeights,
+  *,
+  learning_rate: Callable[[jax.Array], jax.Array] | None = None,
+  teacher_model: nn.Module | None = None,
+  colornet: nn.Module | None = None,
+  colornet_optimizer: optax.GradientTransformation | None = None,
+  axis_name: str | None = AXIS_NAME,
+) -> Callable:
   """Builds the pure train step of one stage.
 
   Args:
@@ -151,19 +169,25 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
   if task == "mfif" and teacher_model is not None:
     raise ValueError("Stage 1 (mfif) has no teacher: it is trained with the SSIM loss alone.")
   if (teacher_model is not None) != (weights.gradient_transfer > 0):
-    raise ValueError(f"A teacher model needs λ > 0 and λ > 0 needs a teacher; got λ={weights.gradient_transfer} "
-                     f"and teacher={'yes' if teacher_model is not None else 'none'}.")
+    raise ValueError(
+      f"A teacher model needs λ > 0 and λ > 0 needs a teacher; got λ={weights.gradient_transfer} "
+      f"and teacher={'yes' if teacher_model is not None else 'none'}."
+    )
   if (colornet is None) != (colornet_optimizer is None):
     raise ValueError("Pass ColorNet and its optimiser together.")
   if colornet is not None and task != "meif":
     raise ValueError("ColorNet is trained in the multi-exposure stage (meif) only.")
 
   if weights.fixed_point > 0 and not isinstance(model, unfolding.EFRUFN):
-    raise ValueError(f"The fixed-point residual term (γ={weights.fixed_point}) needs EFRUFN; "
-                     f"{type(model).__name__} has no fixed point. Set config.loss.fixed_point=0.")
+    raise ValueError(
+      f"The fixed-point residual term (γ={weights.fixed_point}) needs EFRUFN; "
+      f"{type(model).__name__} has no fixed point. Set config.loss.fixed_point=0."
+    )
   if weights.jacobian > 0 and not isinstance(model, unfolding.EFRUFN):
-    raise ValueError(f"The Jacobian penalty term (γ_J={weights.jacobian}) needs EFRUFN; "
-                     f"{type(model).__name__} has no fixed-point map. Set config.loss.jacobian=0.")
+    raise ValueError(
+      f"The Jacobian penalty term (γ_J={weights.jacobian}) needs EFRUFN; "
+      f"{type(model).__name__} has no fixed-point map. Set config.loss.jacobian=0."
+    )
   wants_losses = weights.fixed_point > 0 or weights.jacobian > 0
   collections = ["intermediates"] + ([unfolding.RESIDUAL_COLLECTION] if wants_losses else [])
 
@@ -196,26 +220,33 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
       if colornet is not None:
         # ColorNet corrects the chroma of the fused image; its L1 (eq. 8) trains ColorNet only, so the
         # fused Y enters as a constant and the fusion network's loss stays eq. (1).
-        crcb = colornet.apply({"params": colornet_params}, batch["crcb1"], batch["crcb2"],
-                              jax.lax.stop_gradient(fused))
+        crcb = colornet.apply(
+          {"params": colornet_params}, batch["crcb1"], batch["crcb2"], jax.lax.stop_gradient(fused)
+        )
         terms["color"] = losses.color_loss(crcb, batch["reference_crcb"])
         total = total + terms["color"]
       return total, (fusion_total, terms, extra)
 
     colornet_params = state.get("colornet_params")
     (total, (fusion_total, terms, extra)), (grads, colornet_grads) = jax.value_and_grad(
-        loss_fn, argnums=(0, 1), has_aux=True)(state["params"], colornet_params)
+      loss_fn, argnums=(0, 1), has_aux=True
+    )(state["params"], colornet_params)
     grads, colornet_grads = pmean((grads, colornet_grads))
 
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    new_state = dict(state, step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
-                     opt_state=opt_state)
+    new_state = dict(
+      state,
+      step=state["step"] + 1,
+      params=optax.apply_updates(state["params"], updates),
+      opt_state=opt_state,
+    )
     finite = jnp.isfinite(total) & _all_finite(grads)
     # ``loss`` is the fusion network's objective (eq. 1); ColorNet's L1 is reported as ``color``.
     metrics = {"loss": fusion_total, **terms, **extra, "grad_norm": optax.tree.norm(grads)}
     if colornet is not None:
       color_updates, color_opt_state = colornet_optimizer.update(
-          colornet_grads, state["colornet_opt_state"], colornet_params)
+        colornet_grads, state["colornet_opt_state"], colornet_params
+      )
       new_state["colornet_params"] = optax.apply_updates(colornet_params, color_updates)
       new_state["colornet_opt_state"] = color_opt_state
       finite = finite & _all_finite(colornet_grads)
@@ -228,11 +259,14 @@ def make_train_step(task: str, model: nn.Module, optimizer: optax.GradientTransf
     return new_state, metrics
 
   if teacher_model is None:
+
     def train_step(state, batch):
       """One optimisation step without a teacher term (see :func:`make_train_step`)."""
       return step_impl(state, batch, None)
   else:
+
     def train_step(state, batch, teacher_params):
       """One optimisation step with the frozen teacher's parameters as input (see :func:`make_train_step`)."""
       return step_impl(state, batch, teacher_params)
+
   return train_step

@@ -27,7 +27,9 @@ def _config_variant(config: ml_collections.ConfigDict) -> str:
   (``configs/common.py``), so that a hint names the command of the same variant.
   """
   parts = Path(str(config.get("workdir_default") or "")).parts
-  return f":{parts[1]}" if len(parts) == 3 and parts[0] == "runs" and parts[2] == config.task else ""
+  return (
+    f":{parts[1]}" if len(parts) == 3 and parts[0] == "runs" and parts[2] == config.task else ""
+  )
 
 
 @dataclasses.dataclass
@@ -51,13 +53,21 @@ class Teacher:
   @property
   def record(self) -> dict:
     """The ``teacher`` entry of this stage's checkpoint metadata."""
-    return {"path": self.path, "step": self.step, "task": self.metadata.get("task"), "metadata": self.metadata}
+    return {
+      "path": self.path,
+      "step": self.step,
+      "task": self.metadata.get("task"),
+      "metadata": self.metadata,
+    }
 
 
 def uses_teacher(config: ml_collections.ConfigDict) -> bool:
   """Whether the stage trains with the gradient-transfer term (a teacher is needed)."""
-  return (config.task in tasks.TEACHER_OF and bool(config.use_teacher)
-          and float(config.loss.lambda_gt) > 0.0)
+  return (
+    config.task in tasks.TEACHER_OF
+    and bool(config.use_teacher)
+    and float(config.loss.lambda_gt) > 0.0
+  )
 
 
 def resolve_teacher(config: ml_collections.ConfigDict, existing: dict | None) -> Teacher | None:
@@ -79,30 +89,45 @@ def resolve_teacher(config: ml_collections.ConfigDict, existing: dict | None) ->
   if recorded:
     path, step = recorded["path"], recorded["step"]
     if config.teacher_ckpt and Path(config.teacher_ckpt).expanduser().absolute() != Path(path):
-      logging.warning("Resuming with the teacher recorded in the checkpoint (%s, step %d), not "
-                      "--config.teacher_ckpt=%s.", path, step, config.teacher_ckpt)
+      logging.warning(
+        "Resuming with the teacher recorded in the checkpoint (%s, step %d), not "
+        "--config.teacher_ckpt=%s.",
+        path,
+        step,
+        config.teacher_ckpt,
+      )
   else:
     if not config.teacher_ckpt:
-      raise ValueError(f"Stage {config.task!r} needs a {needed!r} teacher: pass --config.teacher_ckpt=DIR "
-                       f"(the --workdir of the {needed} run), or train without it with --config.use_teacher=False.")
+      raise ValueError(
+        f"Stage {config.task!r} needs a {needed!r} teacher: pass --config.teacher_ckpt=DIR "
+        f"(the --workdir of the {needed} run), or train without it with --config.use_teacher=False."
+      )
     path, step = str(Path(config.teacher_ckpt).expanduser().absolute()), config.get("teacher_step")
   try:
     metadata = checkpoints.read_metadata(path, step)
   except FileNotFoundError as error:
-    found = ("no checkpoints/<step>/ there" if not checkpoints.checkpoint_dir(path).is_dir()
-             else str(error).rstrip("."))
+    found = (
+      "no checkpoints/<step>/ there"
+      if not checkpoints.checkpoint_dir(path).is_dir()
+      else str(error).rstrip(".")
+    )
     raise FileNotFoundError(
-        f"Teacher checkpoint for stage {config.task!r} not found at {path} ({found}). Train the {needed} stage "
-        f"first (python train.py --config=configs/{needed}.py{_config_variant(config)} --workdir={path}) or "
-        f"point --config.teacher_ckpt at its workdir.") from error
+      f"Teacher checkpoint for stage {config.task!r} not found at {path} ({found}). Train the {needed} stage "
+      f"first (python train.py --config=configs/{needed}.py{_config_variant(config)} --workdir={path}) or "
+      f"point --config.teacher_ckpt at its workdir."
+    ) from error
   if metadata.get("task") != needed:
-    raise ValueError(f"Teacher checkpoint {path} was trained for {metadata.get('task')!r}, but stage "
-                     f"{config.task!r} needs a {needed!r} teacher (MFIF -> MEIF -> IVF). Point "
-                     f"--config.teacher_ckpt at the {needed} workdir.")
+    raise ValueError(
+      f"Teacher checkpoint {path} was trained for {metadata.get('task')!r}, but stage "
+      f"{config.task!r} needs a {needed!r} teacher (MFIF -> MEIF -> IVF). Point "
+      f"--config.teacher_ckpt at the {needed} workdir."
+    )
   return Teacher(path=str(path), step=int(metadata["step"]), metadata=metadata)
 
 
 def load_teacher(teacher: Teacher) -> Teacher:
   """``teacher`` with its network and parameters, loaded from its checkpoint."""
-  loaded = checkpoints.load_fusion_model(teacher.path, expected_task=teacher.metadata["task"], step=teacher.step)
+  loaded = checkpoints.load_fusion_model(
+    teacher.path, expected_task=teacher.metadata["task"], step=teacher.step
+  )
   return dataclasses.replace(teacher, model=loaded.model, params=loaded.params)

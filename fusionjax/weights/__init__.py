@@ -28,8 +28,11 @@ DEFAULT = "efrufn_cpu"
 
 def available() -> list[str]:
   """Names of the shipped weight sets (folders holding at least one stage)."""
-  return sorted(p.name for p in WEIGHTS_DIR.iterdir()
-                if p.is_dir() and any((p / stage / "checkpoints").is_dir() for stage in tasks.STAGES))
+  return sorted(
+    p.name
+    for p in WEIGHTS_DIR.iterdir()
+    if p.is_dir() and any((p / stage / "checkpoints").is_dir() for stage in tasks.STAGES)
+  )
 
 
 def shipped_checkpoint(task: str, name: str = DEFAULT) -> Path:
@@ -50,6 +53,7 @@ def shipped_checkpoint(task: str, name: str = DEFAULT) -> Path:
   path = WEIGHTS_DIR / name / stage
   if not (path / "checkpoints").is_dir():
     raise FileNotFoundError(
-        f"The shipped weights {name!r} have no {stage!r} stage at {path} (installed sets: {available() or 'none'}). "
-        "Reinstall fusionjax from a full checkout (`pip install -e .`), or pass --ckpt with your own stage workdir.")
+      f"The shipped weights {name!r} have no {stage!r} stage at {path} (installed sets: {available() or 'none'}). "
+      "Reinstall fusionjax from a full checkout (`pip install -e .`), or pass --ckpt with your own stage workdir."
+    )
   return path
