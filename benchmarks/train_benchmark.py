@@ -47,6 +47,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fusionjax import models  # noqa: E402
+from fusionjax.evaluation import cost  # noqa: E402
 from fusionjax.train import loop, parallel, state as train_state, steps as train_steps  # noqa: E402
 
 
@@ -150,7 +151,7 @@ class _CompiledStage:
       "devices": self.dp.num_devices,
       "batch_size": batch_size,
       "patch_size": patch,
-      "params": train_state.count_params(host_state["params"]),
+      "params": cost.count_parameters(host_state["params"]),
       "compile_s": round(compile_s, 2),
       "temp_mib": round(memory.temp_size_in_bytes / 2**20, 1) if memory is not None else None,
     }

@@ -60,6 +60,7 @@ from fusionjax import color
 from fusionjax import data as fj_data
 from fusionjax import tasks
 from fusionjax.data import config as data_config
+from fusionjax.evaluation import cost
 from fusionjax.train import distributed
 from fusionjax.train import logging as train_logging
 from fusionjax.train import parallel
@@ -351,8 +352,8 @@ class _Run:
       "[%s] %s, %d parameters%s; %d device(s) (%s, %d process(es)); teacher: %s",
       self.task,
       config.model.name,
-      train_state.count_params(host_state["params"]),
-      f" + ColorNet {train_state.count_params(host_state['colornet_params'])}"
+      cost.count_parameters(host_state["params"]),
+      f" + ColorNet {cost.count_parameters(host_state['colornet_params'])}"
       if self.programs.colornet is not None
       else "",
       self.dp.num_global_devices,

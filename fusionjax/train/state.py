@@ -121,8 +121,3 @@ def init_train_state(
     state["colornet_params"] = colornet_params
     state["colornet_opt_state"] = colornet_optimizer.init(colornet_params)
   return state
-
-
-def count_params(params: Any) -> int:
-  """Number of scalars in a parameter pytree."""
-  return int(sum(x.size for x in jax.tree.leaves(params)))
