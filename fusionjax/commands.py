@@ -146,7 +146,7 @@ def run_fuse(args: argparse.Namespace) -> int:
     )
   try:
     # Everything that can fail on user input runs before anything is written.
-    out = inference.check_output_path(args.out, sources=args.sources)
+    out = batch.check_output_path(args.out, sources=args.sources)
     tiling.check_tiling(args.tile_size, args.overlap)
     _check_pad_multiple(args.pad_multiple)
     decoded = [imageio.read_image(path, bit_depth=args.bit_depth) for path in args.sources]
