@@ -1,4 +1,5 @@
-"""Fusing whole folders: ``fusionjax fuse --dirs A B [C ...] -o OUT`` and ``fusionjax fuse --dataset NAME``.
+"""Fusing files: one set of source files (:func:`fuse_files`), and whole folders, as
+``fusionjax fuse --dirs A B [C ...] -o OUT`` and ``fusionjax fuse --dataset NAME`` do.
 
 A *job* is one set of sources and the name of its output, ``OUT/<name>.png``. :func:`folder_jobs`
 pairs the files of two or more folders by name stem, case-insensitively and whatever their suffixes
@@ -31,6 +32,8 @@ import numpy as np
 
 from fusionjax import imageio
 from fusionjax import inference
+from fusionjax import stages
+from fusionjax import tiling
 
 #: Default ``--pad_multiple`` of folder fusion: sizes within 64 px share one compiled program.
 DEFAULT_PAD_MULTIPLE = 64
@@ -261,3 +264,108 @@ def fuse_jobs(
     bar.close()
   report.seconds = time.perf_counter() - started
   return report
+
+
+def load_sources(paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
+  """Reads source images and checks them (:func:`fusionjax.inference.check_sources`, with the file names).
+
+  Args:
+    paths: image files (any format Pillow reads).
+
+  Returns:
+    float32 arrays (H, W, 1 | 3) in [0, 1].
+
+  Raises:
+    FileNotFoundError: a file does not exist.
+    ValueError: fewer than two files, a file is not an image, or the sizes differ.
+  """
+  images = [imageio.load_image(p) for p in paths]
+  inference.check_sources(images, [str(p) for p in paths])
+  return images
+
+
+def fuse_files(
+  paths: Sequence[str | os.PathLike],
+  out_path: str | os.PathLike,
+  *,
+  ckpt,
+  task: str | None = None,
+  tile_size: int = tiling.DEFAULT_TILE_SIZE,
+  tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP,
+  grey: bool = False,
+) -> Path:
+  """Fuses image files and writes the result atomically.
+
+  Every check (sources readable and of one size, output suffix, checkpoint present and of the
+  right task) runs before anything is written, and the result is written through
+  :func:`fusionjax.imageio.save_image`, so a failure leaves no partial file and leaves an
+  existing ``out_path`` untouched.
+
+  Args:
+    paths: two or more registered source images of one size.
+    out_path: where to write the fused image; its suffix picks the format.
+    ckpt: a stage workdir (as written by ``train.py``) or an already loaded ``FusionModel``.
+    task: if given ('mfif', 'meif', 'ivf' or 'mif'), the checkpoint must have been trained for it
+      ('mif' expects the 'meif' checkpoint, the paper's protocol).
+    tile_size: images larger than this on either side are fused in overlapping tiles.
+    tile_overlap: overlap of neighbouring tiles.
+    grey: write the fused luma only.
+
+  Returns:
+    The written path.
+
+  Raises:
+    FileNotFoundError: a source or the checkpoint does not exist.
+    ValueError: unreadable sources, mismatched sizes, an unknown output suffix, bad tile sizes, or a
+      checkpoint of another task.
+  """
+  out_path = check_output_path(out_path)
+  images = load_sources(paths)
+  fusion_model = stages.load_model(ckpt, task=task)
+  fused = inference.fuse_images(
+    fusion_model,
+    images,
+    tile_size=tile_size,
+    tile_overlap=tile_overlap,
+    grey=grey,
+    use_colornet=True,
+    pad_multiple=None,
+    tile_batch=1,
+    progress=None,
+  )
+  return imageio.save_image(out_path, fused)
+
+
+def check_output_path(
+  out_path: str | os.PathLike, sources: Sequence[str | os.PathLike] = ()
+) -> Path:
+  """Checks that ``out_path`` can name an image file (suffix known, not a folder, not a source).
+
+  Args:
+    out_path: the intended output file.
+    sources: the source files, none of which may be ``out_path`` (also through a link).
+
+  Returns:
+    It as a Path.
+
+  Raises:
+    ValueError: no known image suffix, the path is a directory, or it is one of ``sources``.
+  """
+  out_path = Path(out_path)
+  for source in sources:
+    if out_path.resolve() == Path(source).resolve() or (
+      out_path.exists() and Path(source).exists() and os.path.samefile(out_path, source)
+    ):
+      raise ValueError(
+        f"Output {out_path} would overwrite source {source}; write the result to another file."
+      )
+  if out_path.is_dir():
+    raise ValueError(
+      f"Output {out_path} is a directory; give a file name such as {out_path / 'fused.png'}."
+    )
+  if not imageio.is_image_file(out_path):
+    raise ValueError(
+      f"Output {out_path} has no image suffix; use one of {', '.join(imageio.IMAGE_SUFFIXES)} "
+      "(e.g. fused.png)."
+    )
+  return out_path

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fusionjax import batch
 from fusionjax import checkpoints
 from fusionjax import color
 from fusionjax import imageio
@@ -390,13 +391,13 @@ def test_fuse_files_writes_colour_and_keeps_existing_output_on_error(tmp_path, f
   for name, image in (("a.png", rgb1), ("b.jpg", grey1), ("c.png", rgb2[:30])):
     imageio.save_image(tmp_path / name, image)
     paths.append(tmp_path / name)
-  out = inference.fuse_files(paths[:2], tmp_path / "out.png", ckpt=frufn)
+  out = batch.fuse_files(paths[:2], tmp_path / "out.png", ckpt=frufn)
   assert imageio.load_image(out).shape == SIZE + (3,)
   before = out.read_bytes()
   with pytest.raises(ValueError, match="same size"):
-    inference.fuse_files([paths[0], paths[2]], out, ckpt=frufn)
+    batch.fuse_files([paths[0], paths[2]], out, ckpt=frufn)
   with pytest.raises(ValueError, match="needs a 'ivf'|needs a 'mfif'"):
-    inference.fuse_files(paths[:2], out, ckpt=frufn, task="mfif")
+    batch.fuse_files(paths[:2], out, ckpt=frufn, task="mfif")
   assert out.read_bytes() == before
 
 

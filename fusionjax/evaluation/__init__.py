@@ -50,10 +50,10 @@ from fusionjax.evaluation.reports import SUMMARY_FORMAT as SUMMARY_FORMAT
 from fusionjax.evaluation.methods import MethodsRun as MethodsRun
 from fusionjax.evaluation.methods import discover_methods as discover_methods
 from fusionjax.evaluation.methods import evaluate_methods as evaluate_methods
-from fusionjax.evaluation.reports import compare_summaries as compare_summaries
-from fusionjax.evaluation.reports import comparison_markdown as comparison_markdown
-from fusionjax.evaluation.reports import ranked_comparison_markdown as ranked_comparison_markdown
-from fusionjax.evaluation.reports import write_comparison as write_comparison
+from fusionjax.evaluation.comparison import compare_summaries as compare_summaries
+from fusionjax.evaluation.comparison import comparison_markdown as comparison_markdown
+from fusionjax.evaluation.comparison import ranked_comparison_markdown as ranked_comparison_markdown
+from fusionjax.evaluation.comparison import write_comparison as write_comparison
 from fusionjax.evaluation.reports import read_metrics_csv as read_metrics_csv
 from fusionjax.evaluation.reports import read_summary as read_summary
 from fusionjax.evaluation.reports import summary_markdown as summary_markdown

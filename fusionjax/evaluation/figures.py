@@ -1,7 +1,7 @@
 """The comparison figure, ``compare.png``: one small bar chart per metric (matplotlib, the ``docs`` extra).
 
 For each dataset/split/convention group of the comparison (see
-:func:`fusionjax.evaluation.reports.ranked_comparison`), one panel per metric: a horizontal bar per
+:func:`fusionjax.evaluation.comparison.ranked_comparison`), one panel per metric: a horizontal bar per
 method, sorted with the best on top, with its standard deviation over the pairs as a whisker and
 its mean written beside it; fusionjax's own networks are drawn in colour, every other method in
 grey. Without matplotlib nothing is drawn and :func:`comparison_figure` returns None.
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fusionjax import imageio
+from fusionjax.evaluation import comparison
 from fusionjax.evaluation import reports
 
 _HIGHLIGHT, _OTHER = "#d95f02", "#9e9e9e"
@@ -42,7 +43,8 @@ def comparison_figure(
   from matplotlib import pyplot as plt
 
   groups = [
-    (key, *reports.ranked_comparison(group)) for key, group in reports._groups(summaries).items()
+    (key, *comparison.ranked_comparison(group))
+    for key, group in comparison._groups(summaries).items()
   ]  # pylint: disable=protected-access
   groups = [(key, names, rows) for key, names, rows in groups if names]
   if not groups:
@@ -78,10 +80,10 @@ def comparison_figure(
             mean,
             std if math.isfinite(std) else 0.0,
             str(row["summary"].get("method")),
-            reports.is_fusionjax(row["summary"]),
+            comparison.is_fusionjax(row["summary"]),
           )
         )
-      entries.sort(key=lambda e: e[0], reverse=reports._better(name) > 0)  # pylint: disable=protected-access
+      entries.sort(key=lambda e: e[0], reverse=comparison._better(name) > 0)  # pylint: disable=protected-access
       positions = list(range(len(entries)))[::-1]  # best at the top
       ax.barh(
         positions,

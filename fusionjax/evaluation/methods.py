@@ -12,7 +12,7 @@ Results of other methods come as their authors distribute them, in one of two la
 Each method is scored into ``OUT/<method>/`` (an ordinary evaluation folder, see
 :func:`fusionjax.evaluation.evaluate_fused_dir`), then all of them, with any ``extra`` evaluations
 (a trained stage, a baseline), are compared in ``OUT/compare.md`` and ``OUT/compare.png``
-(:func:`fusionjax.evaluation.reports.write_comparison`). A rerun reuses every method folder whose
+(:func:`fusionjax.evaluation.comparison.write_comparison`). A rerun reuses every method folder whose
 ``summary.json`` records the same inputs (folder, pattern, dataset, split, convention, metrics,
 ``max_pairs``, ``max_side``, ``allow_missing``), so adding one method to ROOT scores that method only;
 a folder that records other inputs is refused before any work unless ``overwrite`` is set. A method
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fusionjax import imageio
+from fusionjax.evaluation import comparison
 from fusionjax.evaluation import matching
 from fusionjax.evaluation import reports
 from fusionjax.evaluation import runner
@@ -259,7 +260,7 @@ def evaluate_methods(options: EvalOptions) -> MethodsRun:
   ]
   lines += [f"- {name}: {reason}" for name, reason in run.failed]
   if summaries or extra:
-    text, figure_note = reports.write_comparison(extra + summaries, out)
+    text, figure_note = comparison.write_comparison(extra + summaries, out)
     run.text = text + "\n" + "\n".join(lines + [figure_note]) + "\n"
   else:
     run.text = "\n".join(lines + ["Nothing to compare."]) + "\n"

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from fusionjax import imageio
 from fusionjax.evaluation import baselines
+from fusionjax.evaluation import comparison
 from fusionjax.evaluation import pairs as pairs_lib
 from fusionjax.evaluation import producers
 from fusionjax.evaluation import reports
@@ -438,5 +439,5 @@ def run_evaluation(options: EvalOptions):
       raise ValueError(
         "--compare only tabulates earlier evaluations; drop --ckpt, --fused_dir and --method."
       )
-    return reports.compare_summaries(list(options.compare), options.out)
+    return comparison.compare_summaries(list(options.compare), options.out)
   return evaluate(options)
