@@ -74,7 +74,7 @@ def export_fusion(fusion_model):
 
   model = fusion_model.model
   multiple = int(getattr(model, "multiple", 1) or 1)
-  border = inference.BORDER if hasattr(model, "border") else 0
+  border = getattr(inference.fusion_network(fusion_model), "border", 0)  # As inference fuses.
   variables = fusion_model.variables
 
   def reflect(index, size):

@@ -20,6 +20,7 @@ from fusionjax.data.pairs import (
   image_files,
   match_stems,
   natural_key,
+  pairs_by_stem,
 )
 from fusionjax.imageio import is_image_file
 
@@ -44,17 +45,7 @@ def _stem_pairs(
   all_dirs = dirs + ([reference_dir] if reference_dir is not None else [])
   strip = strip or [None] * len(all_dirs)
   folders = [files_by_stem(d, s) for d, s in zip(all_dirs, strip)]
-  stems = match_stems(folders, all_dirs)
-  n = len(dirs)
-  return [
-    Pair(
-      name=stem,
-      sources=tuple(f[stem] for f in folders[:n]),
-      reference=folders[n][stem] if reference_dir is not None else None,
-      task=task,
-    )
-    for stem in stems
-  ]
+  return pairs_by_stem(task, folders, match_stems(folders, all_dirs), len(dirs))
 
 
 # ---------------------------------------------------------------------------------------------------

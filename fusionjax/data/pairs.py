@@ -198,6 +198,22 @@ def match_stems(folders: Sequence[dict[str, Path]], dirs: Sequence[Path]) -> lis
   return sorted(all_stems, key=natural_key)
 
 
+def pairs_by_stem(
+  task: str | None, folders: list[dict[str, Path]], stems: list[str], num_sources: int
+) -> list[Pair]:
+  """One pair per stem from ``files_by_stem`` maps: the first ``num_sources`` maps are the sources,
+  a further one (if any) the references."""
+  return [
+    Pair(
+      name=stem,
+      sources=tuple(f[stem] for f in folders[:num_sources]),
+      reference=folders[num_sources][stem] if len(folders) > num_sources else None,
+      task=task,
+    )
+    for stem in stems
+  ]
+
+
 def folder_pairs(
   *dirs: str | os.PathLike,
   task: str | None = None,
@@ -231,17 +247,7 @@ def folder_pairs(
   for path, folder in zip(paths, folders):
     if not folder:
       raise FileNotFoundError(f"No image files in {path}; {DATA_DIR_HINT}.")
-  stems = match_stems(folders, paths)
-  n = len(dirs)
-  pairs = [
-    Pair(
-      name=stem,
-      sources=tuple(f[stem] for f in folders[:n]),
-      reference=folders[n][stem] if reference_dir is not None else None,
-      task=task,
-    )
-    for stem in stems
-  ]
+  pairs = pairs_by_stem(task, folders, match_stems(folders, paths), len(dirs))
   if validate:
     validate_pairs(pairs)
   return pairs
