@@ -244,6 +244,70 @@ def test_max_images_caps_each_set(data_root):
   )
 
 
+def test_holdout_splits_every_set_into_disjoint_parts(data_root):
+  """holdout_every=k holds back positions k-1, 2k-1, ... of every set; the two parts cover it."""
+  parts = {}
+  for held in (False, True):
+    source = make_training_source(
+      "meif", config_for("meif", data_root, holdout_every=2, holdout=held)
+    )
+    parts[held] = source
+  assert "SICE train: 2 items" in parts[False].describe()  # 3 scenes: the 2nd is held back
+  assert "SICE train: 1 items" in parts[True].describe()
+  assert "clean_natural): 3 items" in parts[False].describe()  # 5 photographs: 2nd, 4th held
+  assert "clean_natural): 2 items" in parts[True].describe()
+  for kind in range(2):
+    kept = {
+      tuple(map(str, parts[False]._sets[kind].paths(i))) for i in parts[False]._sets[kind].items
+    }
+    held = {
+      tuple(map(str, parts[True]._sets[kind].paths(i))) for i in parts[True]._sets[kind].items
+    }
+    assert kept.isdisjoint(held)
+  full = make_training_source("meif", config_for("meif", data_root))
+  assert "SICE train: 3 items" in full.describe()
+  with pytest.raises(ValueError, match=r"config\.data\.holdout must be False unless"):
+    make_training_source("mfif", config_for("mfif", data_root, holdout=True))
+  with pytest.raises(ValueError, match=r"config\.data\.holdout_every must be a non-negative"):
+    make_training_source("mfif", config_for("mfif", data_root, holdout_every=-1))
+
+
+def test_image_sets_add_more_natural(data_root, tmp_path):
+  root = tmp_path / "root"
+  rng = np.random.default_rng(5)
+  for name, count in (("clean_natural", 2), ("more_natural", 3)):
+    for k in range(count):
+      save(root / name / f"{k}.png", random_pixels(rng, 24, 24, 3))
+  both = make_training_source(
+    "mfif", config_for("mfif", root, image_sets=("clean_natural", "more_natural"))
+  )
+  assert "synthetic multi-focus (clean_natural + more_natural): 5 items" in both.describe()
+  only = make_training_source("mfif", config_for("mfif", root))
+  assert "(clean_natural): 2 items" in only.describe()
+  with pytest.raises(ValueError, match=r"config\.data\.image_sets must be distinct names"):
+    make_training_source("mfif", config_for("mfif", root, image_sets=("tno",)))
+  with pytest.raises(FileNotFoundError, match="No more_natural data"):
+    make_training_source(
+      "mfif", config_for("mfif", data_root, image_sets=("clean_natural", "more_natural"))
+    )
+
+
+def test_black_out_fraction_blacks_out_synthetic_exposures(data_root):
+  """With black_out_fraction=1 every synthetic reference has true-black regions, and both
+  exposures are black there too; 0 draws nothing, so the batches are those of before."""
+  config = config_for("meif", data_root, synthetic_fraction=1.0, batch_size=8, patch_size=24)
+  plain = make_training_source("meif", config).batch(3)
+  config.black_out_fraction = 0.0
+  assert_batches_equal(plain, make_training_source("meif", config).batch(3))
+  config.black_out_fraction = 1.0
+  black = make_training_source("meif", config).batch(3)
+  reference = black["reference"][..., 0]
+  zero = reference == 0
+  assert all(0.1 < z.mean() < 0.8 for z in zero), zero.mean(axis=(1, 2))
+  # Black apart from read noise, which the response curve lifts (a few levels on average).
+  assert black["y1"][..., 0][zero].mean() < 0.05 and black["y2"][..., 0][zero].mean() < 0.05
+
+
 def test_config_errors_name_the_field(data_root):
   config = default_data_config("mfif")
   with pytest.raises(

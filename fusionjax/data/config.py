@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from fusionjax import tasks
-from fusionjax.data import synthetic
+from fusionjax.data import readers, synthetic
 
 
 def default_data_config(task: str) -> ml_collections.ConfigDict:
@@ -50,7 +50,17 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
   config.augment = True
   # Threads computing the examples of one batch (numpy, scipy and Pillow release the GIL). 1 = serial.
   config.num_workers = 1
+  # Every k-th item (in natural order) of every set is held back from training when k > 0: the
+  # validation split (synthetic pairs from held-back photographs, held-back RoadScene training pairs,
+  # held-back SICE training scenes), never a test set. 0 = train on everything.
+  config.holdout_every = 0
+  # True: the source yields only the held-back items (the validation split) instead of the rest.
+  config.holdout = False
 
+  if task in ("mfif", "meif"):
+    # Image sets (list_images names) the synthetic pairs are made from: 'clean_natural' (210 photos)
+    # and, where the data root has it, 'more_natural' (99 more), e.g. ('clean_natural', 'more_natural').
+    config.image_sets = ("clean_natural",)
   if task == "mfif":
     # Real-MFF root (imageA/, imageB/, Fusion/), optional: real multi-focus triples with references.
     config.real_mff_dir = ml_collections.config_dict.placeholder(str)
@@ -66,6 +76,10 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
       }
     )
   elif task == "meif":
+    # Share of the synthetic pairs made from a photograph with random regions set to true black
+    # (synthetic.black_out), so that black stays black (medical backgrounds, night skies). 0 draws
+    # nothing extra, so runs from before the field keep their data.
+    config.black_out_fraction = 0.0
     # Share of synthetic multi-exposure pairs (from clean_natural); the rest are SICE training pairs.
     # Half and half: SICE has real exposures and references but few scenes (11 staged here).
     config.synthetic_fraction = 0.5
@@ -171,7 +185,29 @@ def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigD
   require(
     is_int(config["num_workers"]) and config["num_workers"] >= 1, "num_workers", "an integer >= 1"
   )
-  for field in ("real_mff_fraction", "synthetic_fraction"):
+  require(
+    is_int(config["holdout_every"]) and config["holdout_every"] >= 0,
+    "holdout_every",
+    "a non-negative integer",
+  )
+  require(isinstance(config["holdout"], bool), "holdout", "True or False")
+  require(
+    not config["holdout"] or config["holdout_every"] > 0,
+    "holdout",
+    "False unless config.data.holdout_every > 0 (nothing is held back)",
+  )
+  if "image_sets" in config:
+    if isinstance(config["image_sets"], str):
+      config["image_sets"] = (config["image_sets"],)
+    sets = tuple(config["image_sets"])
+    known = tuple(name for name, r in readers.DATASETS.items() if r.is_image_set)
+    require(
+      len(sets) > 0 and all(name in known for name in sets) and len(set(sets)) == len(sets),
+      "image_sets",
+      f"distinct names among {', '.join(known)}",
+    )
+    config["image_sets"] = sets
+  for field in ("real_mff_fraction", "synthetic_fraction", "black_out_fraction"):
     if field in config:
       require(0.0 <= config[field] <= 1.0, field, "in [0, 1]")
   return config

@@ -247,8 +247,22 @@ class TrainingSource:
 # Per-task sources
 
 
-def _cap(items: list, max_images: int | None) -> tuple:
+def _select(items: list, config: dict) -> tuple:
+  """The items of one set this source uses: the held-back split or the rest, then the cap."""
+  every = config["holdout_every"]
+  if every > 0:
+    # Positions every-1, 2*every-1, ... are held back, so a set of fewer than `every` items
+    # trains on all of them and holds none back.
+    items = [item for i, item in enumerate(items) if ((i + 1) % every == 0) == config["holdout"]]
+  max_images = config["max_images"]
   return tuple(items if max_images is None else items[:max_images])
+
+
+def _photographs(config: dict) -> tuple[str, tuple]:
+  """The description and selected paths of the photographs behind a synthetic set."""
+  names = config["image_sets"]
+  images = [path for name in names for path in list_images(config["data_dir"], name)]
+  return " + ".join(names), _select(images, config)
 
 
 def _multi_focus_set(config: dict, fraction: float) -> _Set:
@@ -264,19 +278,24 @@ def _multi_focus_set(config: dict, fraction: float) -> _Set:
     near, far, reference, _ = synthetic.multi_focus_pair(crops[0], rng, **kwargs)
     return {"y1": _luma(near), "y2": _luma(far), "reference": _luma(reference)}
 
-  images = _cap(list_images(config["data_dir"]), config["max_images"])
-  return _Set("synthetic multi-focus (clean_natural)", fraction, images, make)
+  names, images = _photographs(config)
+  return _Set(f"synthetic multi-focus ({names})", fraction, images, make)
 
 
 def _multi_exposure_set(config: dict, fraction: float) -> _Set:
   kwargs = {key: tuple(value) for key, value in config["multi_exposure"].items()}
 
+  black_out_fraction = config["black_out_fraction"]
+
   def make(rng, crops):
-    under, over, reference = synthetic.multi_exposure_pair(crops[0], rng, **kwargs)
+    image = crops[0]
+    if black_out_fraction > 0 and rng.random() < black_out_fraction:
+      image = synthetic.black_out(image, rng)
+    under, over, reference = synthetic.multi_exposure_pair(image, rng, **kwargs)
     return _supervised_example([under, over], reference, with_chroma=True)
 
-  images = _cap(list_images(config["data_dir"]), config["max_images"])
-  return _Set("synthetic multi-exposure (clean_natural)", fraction, images, make)
+  names, images = _photographs(config)
+  return _Set(f"synthetic multi-exposure ({names})", fraction, images, make)
 
 
 def _pair_set(
@@ -293,7 +312,7 @@ def _pair_set(
       return _supervised_example(crops[:2], crops[2], with_chroma)
     return {"y1": _luma(crops[0]), "y2": _luma(crops[1])}
 
-  return _Set(name, fraction, _cap(pairs, config["max_images"]), make)
+  return _Set(name, fraction, _select(pairs, config), make)
 
 
 def make_training_source(

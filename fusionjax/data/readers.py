@@ -67,12 +67,13 @@ class Reader:
 
 
 # ---------------------------------------------------------------------------------------------------
-# clean_natural (single images)
+# clean_natural, more_natural (single images)
 
 
 def _clean_natural_layout(root: Path) -> bool:
-  # A data root without clean_natural/ must not pass: its benchmark test sets would become training data.
-  others = {name for r in DATASETS.values() if r.name != "clean_natural" for name in r.folder_names}
+  # A data root must not pass as a set of photographs: its benchmark test sets (or another image
+  # set) would become this set's training data. So no dataset's folder may sit in it.
+  others = {name for r in DATASETS.values() for name in r.folder_names}
   if any((root / name).is_dir() for name in others):
     return False
   return root.is_dir() and any(layouts.walk_images(root))
@@ -220,6 +221,18 @@ DATASETS: dict[str, Reader] = {
       doc="Sharp, well-exposed photographs for synthesising training pairs (read with "
       "list_images, not list_pairs). Layout: any tree of image files (the staged copy: "
       "CUrban100/, CBSD68/, Kodak24/, McMaster/, 210 images). Sorted by relative path.",
+    ),
+    Reader(
+      name="more_natural",
+      task=None,
+      splits=("train",),
+      default_split="train",
+      folder_names=("more_natural",),
+      has_layout=_clean_natural_layout,
+      list_split=None,
+      doc="More sharp photographs for synthesising training pairs, beside clean_natural (read "
+      "with list_images(data_dir, 'more_natural')). Layout: any tree of image files (the staged "
+      "copy: CSun_Hays80/, CSet14/, CSet5/, 99 images). Sorted by relative path.",
     ),
   ]
 }

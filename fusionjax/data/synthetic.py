@@ -52,6 +52,9 @@ DEFAULT_SHOT_NOISE_RANGE = (1e-4, 1e-3)
 #: Read-noise standard deviation (full scale = 1), drawn log-uniformly: 1..5 levels of a 10-bit readout.
 DEFAULT_READ_NOISE_RANGE = (1e-3, 5e-3)
 
+#: Fraction of a photograph kept when :func:`black_out` sets the rest to true black (see there).
+DEFAULT_BLACK_KEEP_RANGE = (0.3, 0.8)
+
 # Samples of the response curve lookup table; 4096 keeps the inversion error below 1e-4.
 _RESPONSE_SAMPLES = 4097
 
@@ -123,6 +126,32 @@ def random_focus_mask(
   fraction = rng.uniform(low, high)
   threshold = np.quantile(field, 1.0 - fraction)
   return (field > threshold).astype(np.float32)[..., None]
+
+
+def black_out(
+  image: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  keep_range: Sequence[float] = DEFAULT_BLACK_KEEP_RANGE,
+) -> np.ndarray:
+  """The photograph with random smooth regions (:func:`random_focus_mask`) set to exactly 0.
+
+  Photographs have almost no true black, so a stage trained on exposures of photographs alone
+  learns to lift dark regions; fused medical images (black backgrounds) and night scenes then come
+  out grey where both sources are black. Exposures synthesised from a blacked-out photograph are
+  black there too (apart from noise), and so is their reference.
+
+  Args:
+    image: (H, W, C) float in [0, 1].
+    rng: random generator.
+    keep_range: (min, max) fraction of pixels kept.
+
+  Returns:
+    float32 array shaped like ``image``.
+  """
+  image = _check_image(image)
+  keep = random_focus_mask(image.shape[0], image.shape[1], rng, fraction_range=keep_range)
+  return (image * keep).astype(np.float32)
 
 
 def multi_focus_pair(

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Continues the shipped CPU stages (fusionjax/weights/efrufn_cpu) through MFIF -> MEIF -> IVF on a CPU,
+# with larger crops, more photographs, true blacks in the exposure data and a held-back validation
+# split, then scores every checkpoint of each stage (and the stage it started from) on that split.
+#
+#   bash results/finetune_cpu.sh DATA [RUNS_DIR=runs/ft] [STEPS=400]
+#
+# Each stage starts from the shipped stage's parameters (--config.init_ckpt) and is taught by the
+# stage before it in this run, as in the paper's sequential gradient transfer. What changes from
+# configs/<stage>.py:cpu (results/README.md lists the rest of that config):
+#   - crops of 96 px instead of 64 (4 per step, as before);
+#   - photographs from clean_natural/ and more_natural/ (309 instead of 210) for the synthetic pairs;
+#   - every 8th photograph, SICE training scene and RoadScene training pair held back
+#     (config.data.holdout_every=8): the validation split, never trained on and never a test set;
+#   - MEIF: a quarter of the synthetic exposure pairs have random regions set to true black
+#     (config.data.black_out_fraction=0.25), so black backgrounds stay black;
+#   - STEPS steps per stage, a 20-step warm-up to the usual learning rate 2e-4, then the cosine decay;
+#     a checkpoint every 50 steps, all kept, for the validation curve.
+# Every run resumes from its workdir, so rerunning after an interruption continues where it stopped.
+# results/validation_curve.py writes RUNS_DIR/validation_<stage>.md after each stage.
+set -euo pipefail
+DATA=${1:?usage: bash results/finetune_cpu.sh DATA_DIR [RUNS_DIR] [STEPS]}
+RUNS=${2:-runs/ft}
+STEPS=${3:-400}
+cd "$(dirname "$0")/.."
+mkdir -p "$RUNS"
+common=(
+  --config.data.data_dir="$DATA" --config.data.patch_size=96 --config.data.holdout_every=8
+  --config.num_steps="$STEPS" --config.optimizer.warmup_steps=20
+  --config.checkpoint_every=50 --config.keep_checkpoints=1000
+)
+for stage in mfif meif ivf; do
+  extra=()
+  case $stage in
+    mfif) extra=("--config.data.image_sets=('clean_natural','more_natural')");;
+    meif) extra=("--config.data.image_sets=('clean_natural','more_natural')"
+                 --config.data.black_out_fraction=0.25 --config.teacher_ckpt="$RUNS/mfif");;
+    ivf) extra=(--config.teacher_ckpt="$RUNS/meif");;
+  esac
+  /usr/bin/time -f "$stage wall %e s" python train.py --config="configs/$stage.py:cpu" \
+    --workdir="$RUNS/$stage" --config.init_ckpt="fusionjax/weights/efrufn_cpu/$stage" \
+    "${common[@]}" "${extra[@]}"
+  python results/validation_curve.py "$RUNS/$stage" --data_dir "$DATA" --baseline shipped \
+    --out "$RUNS/validation_$stage.md"
+done
