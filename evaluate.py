@@ -159,6 +159,9 @@ def main(argv):
       cli.USAGE_ERROR,
     )
   runtime.configure()
+  from fusionjax.train import logging as train_logging  # pylint: disable=import-outside-toplevel
+
+  train_logging.quiet_library_logs()  # Orbax's ~30 INFO lines per checkpoint restore.
   options = evaluation.EvalOptions(
     out=FLAGS.out,
     ckpt=FLAGS.ckpt,

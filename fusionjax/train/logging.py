@@ -53,10 +53,12 @@ class _DropInfoFrom(py_logging.Filter):
     )
 
 
-def quiet_library_logs(fragments: Sequence[str] = ("/orbax/",)) -> None:
-  """Hides the INFO lines of libraries that log through absl (Orbax logs ~30 per checkpoint).
+def quiet_library_logs(fragments: Sequence[str] = ("/orbax/", "/jax/_src/xla_bridge.py")) -> None:
+  """Hides the INFO lines of libraries that log through absl (Orbax logs ~30 per checkpoint; JAX
+  says at every start that it found no TPU).
 
-  Warnings and errors still show. Called by ``train.py``; the library itself leaves logging alone.
+  Warnings and errors still show. Called by ``train.py`` and ``evaluate.py``; the library itself
+  leaves logging alone.
   """
   logger = absl_logging.get_absl_logger()
   if not any(isinstance(f, _DropInfoFrom) for f in logger.filters):
