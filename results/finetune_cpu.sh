@@ -15,7 +15,8 @@
 #   - MEIF: a quarter of the synthetic exposure pairs have random regions set to true black
 #     (config.data.black_out_fraction=0.25), so black backgrounds stay black;
 #   - STEPS steps per stage, a 20-step warm-up to the usual learning rate 2e-4, then the cosine decay;
-#     a checkpoint every 50 steps, all kept, for the validation curve.
+#     a checkpoint every 100 steps, all kept, for the validation curve;
+#   - the teacher of MEIF and IVF is the previous stage's best checkpoint on validation data.
 # Every run resumes from its workdir, so rerunning after an interruption continues where it stopped.
 # results/validation_curve.py writes RUNS_DIR/validation_<stage>.md after each stage.
 set -euo pipefail
@@ -27,15 +28,20 @@ mkdir -p "$RUNS"
 common=(
   --config.data.data_dir="$DATA" --config.data.patch_size=96 --config.data.holdout_every=8
   --config.num_steps="$STEPS" --config.optimizer.warmup_steps=20
-  --config.checkpoint_every=50 --config.keep_checkpoints=1000
+  --config.checkpoint_every=100 --config.keep_checkpoints=1000
 )
+best_step() {  # the best validated step of a stage of this run
+  python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \
+print(next(r['step'] for r in rows if r.get('best')))" "$RUNS/validation_$1.jsonl"
+}
 for stage in mfif meif ivf; do
   extra=()
   case $stage in
     mfif) extra=("--config.data.image_sets=('clean_natural','more_natural')");;
     meif) extra=("--config.data.image_sets=('clean_natural','more_natural')"
-                 --config.data.black_out_fraction=0.25 --config.teacher_ckpt="$RUNS/mfif");;
-    ivf) extra=(--config.teacher_ckpt="$RUNS/meif");;
+                 --config.data.black_out_fraction=0.25 --config.teacher_ckpt="$RUNS/mfif"
+                 --config.teacher_step="$(best_step mfif)");;
+    ivf) extra=(--config.teacher_ckpt="$RUNS/meif" --config.teacher_step="$(best_step meif)");;
   esac
   /usr/bin/time -f "$stage wall %e s" python train.py --config="configs/$stage.py:cpu" \
     --workdir="$RUNS/$stage" --config.init_ckpt="fusionjax/weights/efrufn_cpu/$stage" \

@@ -71,12 +71,12 @@ def main(argv=None) -> int:
     for row in validation.score_checkpoints(run, batch, steps):
       run_rows.append({"run": run, **row})
       print(run_rows[-1], flush=True)
-    with open(Path(run) / "validation.jsonl", "w") as f:
-      for row in run_rows:
-        f.write(json.dumps(row) + "\n")
     best = validation.best_row(task, run_rows)
     for row in run_rows:
       row["best"] = row is best
+    with open(Path(run) / "validation.jsonl", "w") as f:
+      for row in run_rows:
+        f.write(json.dumps(row) + "\n")
     rows += run_rows
 
   primary = validation.PRIMARY[task]

@@ -142,6 +142,10 @@ report["export"] = {
     "colornet_equal": all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(meif_model.colornet_params),
                                                               jax.tree.leaves(exported.colornet_params))),
     "files": sorted(p.name for p in (root / "exported").iterdir())}
+# An earlier step than the latest (export_weights --steps/--best).
+first_step = checkpoints.StageCheckpointer(root / "mfif", create=False).all_steps()[0]
+export_weights.export_stage(root / "mfif", root / "exported_step" / "mfif", first_step)
+report["export_step"] = [first_step, checkpoints.load_fusion_model(root / "exported_step" / "mfif").step]
 
 # A NaN batch at step 2 of a fresh stage-1 run: stops with the step number, no checkpoint after it.
 class _NaNAt(_Interrupting):
@@ -221,6 +225,8 @@ def test_smoke_chain_resume_and_lineage(tmp_path):
   assert export["keys"] == ["colornet_params", "params", "rng", "step"]
   assert export["step"] == 2 and export["from"] == "meif" and export["lineage"] == ["meif", "mfif"]
   assert export["params_equal"] and export["colornet_equal"] and export["files"] == ["meif"]
+  first, exported_step = report["export_step"]
+  assert exported_step == first == 2  # Of steps 2 and 4.
 
   # Non-finite loss: named step, nothing saved from it on.
   assert report["nan_error"] is not None and "step 2" in report["nan_error"]
