@@ -7,8 +7,9 @@
 # STAGES_DIR holds mfif/, meif/ and ivf/ stage workdirs (default: only the shipped stages and the
 # average are scored). SETS is a comma-separated list (default: tno,roadscene,lytro,mefb,
 # harvard_mri_ct,harvard_mri_spect). Writes OUT/<set>/{candidate,shipped,average}/ (evaluate.py
-# folders, reused on a rerun) and OUT/<set>/compare.md; the medical sets use the MEIF stage, as in
-# the paper.
+# folders, reused on a rerun), the same fused images rescored in the paper convention
+# (OUT/<set>/<method>_paper/, for Ma's MS-SSIM) and OUT/<set>/compare.md; the medical sets use the
+# MEIF stage, as in the paper. `python results/score_table.py OUT` prints the table of all sets.
 set -euo pipefail
 DATA=${1:?usage: bash results/score_stages.sh DATA OUT [STAGES_DIR] [SETS]}
 OUT=${2:?usage: bash results/score_stages.sh DATA OUT [STAGES_DIR] [SETS]}
@@ -40,5 +41,8 @@ for set in "${sets[@]}"; do
   run "$OUT/$set/shipped" --ckpt=shipped
   run "$OUT/$set/average" --method=average
   folders+=("$OUT/$set/shipped" "$OUT/$set/average")
+  for folder in "${folders[@]}"; do
+    run "${folder}_paper" --fused_dir="$folder/fused" --convention=paper
+  done
   python evaluate.py --compare="$(IFS=,; echo "${folders[*]}")" --out="$OUT/$set/compare.md"
 done

@@ -1,0 +1,64 @@
+"""The table of results/score_stages.sh: every set, every scored method, full resolution.
+
+  python results/score_table.py OUT [--out table.md]
+
+Columns: EN, SCD, Qabf, VIF, SD, SF, AG, MEF-SSIM (clean convention) and MS-SSIM (Ma), which is
+the paper convention's MS-SSIM (Ma's 3-scale MEF-SSIM against the sources). Rows per set: the
+methods scored under ``OUT/<set>/`` (candidate, shipped, average), each with the number of pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+COLUMNS = ("EN", "SCD", "Qabf", "VIF", "SD", "SF", "AG", "MEF-SSIM")
+METHODS = ("candidate", "shipped", "average")
+SETS = ("tno", "roadscene", "lytro", "mefb", "harvard_mri_ct", "harvard_mri_spect")
+
+
+def _means(path: Path) -> tuple[dict, int] | None:
+  if not path.is_file():
+    return None
+  summary = json.loads(path.read_text())
+  return {k: v["mean"] for k, v in summary["metrics"].items()}, summary["num_pairs"]
+
+
+def table(out: Path, labels: dict[str, str] | None = None) -> str:
+  """The Markdown table of every set and method found under ``out``."""
+  labels = labels or {}
+  lines = [
+    "| set | method | pairs | " + " | ".join(COLUMNS) + " | MS-SSIM (Ma) |",
+    "|---|---|---:|" + "---:|" * (len(COLUMNS) + 1),
+  ]
+  for name in SETS:
+    for method in METHODS:
+      clean = _means(out / name / method / "summary.json")
+      if clean is None:
+        continue
+      means, pairs = clean
+      paper = _means(out / name / f"{method}_paper" / "summary.json")
+      cells = [f"{means[c]:.3f}" if means.get(c) is not None else "–" for c in COLUMNS]
+      cells.append(f"{paper[0]['MS-SSIM']:.3f}" if paper else "–")
+      lines.append(
+        f"| {name} | {labels.get(method, method)} | {pairs} | " + " | ".join(cells) + " |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("out", help="the OUT folder of results/score_stages.sh")
+  parser.add_argument("--label", action="append", default=[], help="method=label for the rows")
+  parser.add_argument("--out", dest="markdown", default=None, help="also write the table here")
+  args = parser.parse_args(argv)
+  labels = dict(item.split("=", 1) for item in args.label)
+  text = table(Path(args.out), labels)
+  print(text, end="")
+  if args.markdown:
+    Path(args.markdown).write_text(text)
+
+
+if __name__ == "__main__":
+  main()
