@@ -18,6 +18,21 @@ _CB_SCALE = 0.5 / (1.0 - _KB)  # 0.564...: (B - Y) -> Cb - 0.5
 #: Chroma value of a neutral (grey) pixel: 128/255 in uint8 terms is 0.5 here.
 CHROMA_NEUTRAL = 0.5
 
+#: Rows per block of the whole-image numpy conversions (:func:`split_luma_chroma`,
+#: :func:`fuse_chroma_images`, :func:`merge_luma_chroma`): they compute in float64, block by
+#: block, so their temporaries stay a few MiB whatever the image size. Every operation is per
+#: pixel, so the result is the same as in one piece.
+ROWS_PER_BLOCK = 256
+
+
+def _by_rows(fn, arrays, channels: int) -> np.ndarray:
+  """``fn`` applied to blocks of rows of (H, W, C) numpy arrays, into one float32 (H, W, channels)."""
+  height, width = arrays[0].shape[:2]
+  out = np.empty((height, width, channels), np.float32)
+  for top in range(0, height, ROWS_PER_BLOCK):
+    out[top : top + ROWS_PER_BLOCK] = fn(*(a[top : top + ROWS_PER_BLOCK] for a in arrays))
+  return out
+
 
 def _xp(x):
   """Returns the array namespace (numpy or jax.numpy) that ``x`` belongs to."""
@@ -101,6 +116,27 @@ def fuse_chroma_many(chromas, tau: float = CHROMA_NEUTRAL):
   return xp.where(denom > 0, (stacked * weights).sum(axis=0) / safe, tau)
 
 
+def fuse_chroma_images(chromas) -> np.ndarray:
+  """:func:`fuse_chroma_many` of numpy (H, W, 2) chroma images, in float64 by blocks, as float32."""
+  chromas = list(chromas)
+  return _by_rows(
+    lambda *blocks: fuse_chroma_many([b.astype(np.float64) for b in blocks]), chromas, 2
+  )
+
+
+def merge_luma_chroma(luma: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+  """The RGB image (H, W, 3) float32, clipped to [0, 1], of a luma (H, W, 1) and a chroma (H, W, 2).
+
+  Converted in float64 by blocks of rows from the float32 values of both.
+  """
+
+  def convert(y, c):
+    ycrcb = np.concatenate([y.astype(np.float32), c.astype(np.float32)], axis=-1)
+    return ycrcb_to_rgb(ycrcb.astype(np.float64))
+
+  return _by_rows(convert, [luma, chroma], 3)
+
+
 def split_luma_chroma(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
   """Splits an image into its luma (H, W, 1) and chroma (H, W, 2), ``None`` for a grey image.
 
@@ -121,5 +157,5 @@ def split_luma_chroma(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     raise ValueError(f"An image must be (H, W), (H, W, 1) or (H, W, 3), got shape {image.shape}.")
   if image.shape[-1] == 1:
     return image, None
-  ycrcb = rgb_to_ycrcb(image.astype(np.float64)).astype(np.float32)
+  ycrcb = _by_rows(lambda rgb: rgb_to_ycrcb(rgb.astype(np.float64)), [image], 3)
   return ycrcb[..., :1], ycrcb[..., 1:]

@@ -226,8 +226,7 @@ class ExportedFusion:
     chroma = inference.fuse_chroma_sources(None, [c for _, c in split], [], use_colornet=False)
     if chroma is None:
       return luma, compiled
-    rgb = color.ycrcb_to_rgb(np.concatenate([luma, chroma], axis=-1).astype(np.float64))
-    return rgb.astype(np.float32), compiled
+    return color.merge_luma_chroma(luma, chroma), compiled
 
 
 def load_exported(path: str | os.PathLike) -> ExportedFusion:

@@ -364,7 +364,7 @@ def fuse_chroma_sources(
       )
       fused = np.clip(fused, 0.0, 1.0)
     return fused
-  return np.asarray(color.fuse_chroma_many([c.astype(np.float64) for c in coloured]), np.float32)
+  return color.fuse_chroma_images(coloured)
 
 
 def fuse_images(
@@ -477,5 +477,4 @@ def _fuse_images(
   info.compiled = info.compiled or len(_compiled(fusion_model).seen_shapes) > shapes_before
   if chroma is None:
     return info.luma, info
-  rgb = color.ycrcb_to_rgb(np.concatenate([info.luma, chroma], axis=-1).astype(np.float64))
-  return rgb.astype(np.float32), info
+  return color.merge_luma_chroma(info.luma, chroma), info

@@ -226,5 +226,7 @@ def tiled_apply(
       total[window] += weight
     if progress is not None:
       progress(first + len(chunk), len(tiles))
-  # The weights are a partition of unity; dividing guards against rounding only.
-  return (output / total)[:height, :width].astype(np.float32)
+  # The weights are a partition of unity; dividing guards against rounding only (in place: the
+  # accumulators are the largest arrays here).
+  output /= total
+  return output[:height, :width].astype(np.float32)

@@ -60,3 +60,22 @@ def test_split_luma_chroma_gives_grey_images_no_chroma():
     np.testing.assert_array_equal(y[..., 0], grey)
   with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
     color.split_luma_chroma(rng.random((6, 9, 2)))
+
+
+def test_whole_image_conversions_by_blocks_equal_one_piece():
+  """split_luma_chroma, fuse_chroma_images and merge_luma_chroma work by blocks of rows (bounded
+  float64 temporaries); the result is bit for bit that of the one-piece float64 conversion."""
+  rng = np.random.default_rng()
+  height = 2 * color.ROWS_PER_BLOCK + 37  # Three blocks, the last one short.
+  a, b = (rng.random((height, 11, 3)).astype(np.float32) for _ in range(2))
+  y, crcb = color.split_luma_chroma(a)
+  one_piece = color.rgb_to_ycrcb(a.astype(np.float64)).astype(np.float32)
+  np.testing.assert_array_equal(np.concatenate([y, crcb], -1), one_piece)
+  _, crcb_b = color.split_luma_chroma(b)
+  fused = color.fuse_chroma_images([crcb, crcb_b])
+  expected = color.fuse_chroma_many([crcb.astype(np.float64), crcb_b.astype(np.float64)])
+  np.testing.assert_array_equal(fused, expected.astype(np.float32))
+  rgb = color.merge_luma_chroma(y, fused)
+  ycrcb = np.concatenate([y, fused], -1).astype(np.float64)
+  np.testing.assert_array_equal(rgb, color.ycrcb_to_rgb(ycrcb).astype(np.float32))
+  assert rgb.dtype == np.float32 and rgb.shape == (height, 11, 3)

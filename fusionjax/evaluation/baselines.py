@@ -28,15 +28,8 @@ def _fuse(
   chromas = [c for _, c in split if c is not None]
   if not chromas:
     return luma
-  chroma = (
-    chromas[0]
-    if len(chromas) == 1
-    else color.fuse_chroma_many([c.astype(np.float64) for c in chromas])
-  )
-  rgb = color.ycrcb_to_rgb(
-    np.concatenate([luma, np.asarray(chroma, np.float32)], axis=-1).astype(np.float64)
-  )
-  return rgb.astype(np.float32)
+  chroma = chromas[0] if len(chromas) == 1 else color.fuse_chroma_images(chromas)
+  return color.merge_luma_chroma(luma, chroma)
 
 
 def average_fusion(images: Sequence[np.ndarray]) -> np.ndarray:
