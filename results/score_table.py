@@ -1,10 +1,11 @@
 """The table of results/score_stages.sh: every set, every scored method, full resolution.
 
-  python results/score_table.py OUT [--out table.md]
+  python results/score_table.py OUT [--methods efrufn_w16_cpu,efrufn_cpu,average] [--out table.md]
 
 Columns: EN, SCD, Qabf, VIF, SD, SF, AG, MEF-SSIM (clean convention) and MS-SSIM (Ma), which is
-the paper convention's MS-SSIM (Ma's 3-scale MEF-SSIM against the sources). Rows per set: the
-methods scored under ``OUT/<set>/`` (candidate, shipped, average), each with the number of pairs.
+the paper convention's MS-SSIM (Ma's 3-scale MEF-SSIM against the sources), plus PSNR where the set
+has references (SICE). Rows per set: the methods scored under ``OUT/<set>/`` (every folder with a
+``summary.json``, or those of ``--methods`` in that order), each with the number of pairs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import json
 from pathlib import Path
 
 COLUMNS = ("EN", "SCD", "Qabf", "VIF", "SD", "SF", "AG", "MEF-SSIM")
-METHODS = ("candidate", "shipped", "average")
-SETS = ("tno", "roadscene", "lytro", "mefb", "harvard_mri_ct", "harvard_mri_spect")
+SETS = ("tno", "roadscene", "lytro", "mefb", "sice", "harvard_mri_ct", "harvard_mri_spect")
 
 
 def _means(path: Path) -> tuple[dict, int] | None:
@@ -25,15 +25,25 @@ def _means(path: Path) -> tuple[dict, int] | None:
   return {k: v["mean"] for k, v in summary["metrics"].items()}, summary["num_pairs"]
 
 
-def table(out: Path, labels: dict[str, str] | None = None) -> str:
+def _methods(folder: Path) -> list[str]:
+  return sorted(
+    p.name
+    for p in folder.iterdir()
+    if (p / "summary.json").is_file() and not p.name.endswith("_paper")
+  )
+
+
+def table(out: Path, methods: list[str] | None = None, labels: dict[str, str] | None = None) -> str:
   """The Markdown table of every set and method found under ``out``."""
   labels = labels or {}
   lines = [
-    "| set | method | pairs | " + " | ".join(COLUMNS) + " | MS-SSIM (Ma) |",
-    "|---|---|---:|" + "---:|" * (len(COLUMNS) + 1),
+    "| set | method | pairs | " + " | ".join(COLUMNS) + " | MS-SSIM (Ma) | PSNR |",
+    "|---|---|---:|" + "---:|" * (len(COLUMNS) + 2),
   ]
   for name in SETS:
-    for method in METHODS:
+    if not (out / name).is_dir():
+      continue
+    for method in methods or _methods(out / name):
       clean = _means(out / name / method / "summary.json")
       if clean is None:
         continue
@@ -41,6 +51,7 @@ def table(out: Path, labels: dict[str, str] | None = None) -> str:
       paper = _means(out / name / f"{method}_paper" / "summary.json")
       cells = [f"{means[c]:.3f}" if means.get(c) is not None else "–" for c in COLUMNS]
       cells.append(f"{paper[0]['MS-SSIM']:.3f}" if paper else "–")
+      cells.append(f"{means['PSNR']:.2f}" if means.get("PSNR") is not None else "–")
       lines.append(
         f"| {name} | {labels.get(method, method)} | {pairs} | " + " | ".join(cells) + " |"
       )
@@ -50,11 +61,13 @@ def table(out: Path, labels: dict[str, str] | None = None) -> str:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("out", help="the OUT folder of results/score_stages.sh")
+  parser.add_argument("--methods", default=None, help="comma-separated method folders, in order")
   parser.add_argument("--label", action="append", default=[], help="method=label for the rows")
   parser.add_argument("--out", dest="markdown", default=None, help="also write the table here")
   args = parser.parse_args(argv)
   labels = dict(item.split("=", 1) for item in args.label)
-  text = table(Path(args.out), labels)
+  methods = args.methods.split(",") if args.methods else None
+  text = table(Path(args.out), methods, labels)
   print(text, end="")
   if args.markdown:
     Path(args.markdown).write_text(text)
