@@ -4,6 +4,8 @@
 # split, then scores every checkpoint of each stage (and the stage it started from) on that split.
 #
 #   bash results/finetune_cpu.sh DATA [RUNS_DIR=runs/ft] [STEPS=400]
+#   STAGES="meif ivf" bash results/finetune_cpu.sh DATA ...   # only these stages; the others must
+#                                                            # already be in RUNS_DIR
 #
 # Each stage starts from the shipped stage's parameters (--config.init_ckpt) and is taught by the
 # stage before it in this run, as in the paper's sequential gradient transfer. What changes from
@@ -12,8 +14,11 @@
 #   - photographs from clean_natural/ and more_natural/ (309 instead of 210) for the synthetic pairs;
 #   - every 8th photograph, SICE training scene and RoadScene training pair held back
 #     (config.data.holdout_every=8): the validation split, never trained on and never a test set;
-#   - MEIF: a quarter of the synthetic exposure pairs have random regions set to true black
-#     (config.data.black_out_fraction=0.25), so black backgrounds stay black;
+#   - MEIF: 40 % of the synthetic exposure pairs have random regions set to true black
+#     (config.data.black_out_fraction=0.4): in half of them the photograph itself, so both exposures
+#     and the reference are black there (black backgrounds stay black), in the other half one
+#     exposure alone while the reference keeps the photograph (config.data.black_out_one_source=0.5:
+#     what one source shows survives where the other is black, as in MRI-SPECT pairs);
 #   - STEPS steps per stage, a 20-step warm-up to the usual learning rate 2e-4, then the cosine decay;
 #     a checkpoint every 100 steps, all kept, for the validation curve;
 #   - the teacher of MEIF and IVF is the previous stage's best checkpoint on validation data.
@@ -23,6 +28,7 @@ set -euo pipefail
 DATA=${1:?usage: bash results/finetune_cpu.sh DATA_DIR [RUNS_DIR] [STEPS]}
 RUNS=${2:-runs/ft}
 STEPS=${3:-400}
+STAGES=${STAGES:-mfif meif ivf}
 cd "$(dirname "$0")/.."
 mkdir -p "$RUNS"
 common=(
@@ -34,12 +40,13 @@ best_step() {  # the best validated step of a stage of this run
   python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \
 print(next(r['step'] for r in rows if r.get('best')))" "$RUNS/validation_$1.jsonl"
 }
-for stage in mfif meif ivf; do
+for stage in $STAGES; do
   extra=()
   case $stage in
     mfif) extra=("--config.data.image_sets=('clean_natural','more_natural')");;
     meif) extra=("--config.data.image_sets=('clean_natural','more_natural')"
-                 --config.data.black_out_fraction=0.25 --config.teacher_ckpt="$RUNS/mfif"
+                 --config.data.black_out_fraction=0.4 --config.data.black_out_one_source=0.5
+                 --config.teacher_ckpt="$RUNS/mfif"
                  --config.teacher_step="$(best_step mfif)");;
     ivf) extra=(--config.teacher_ckpt="$RUNS/meif" --config.teacher_step="$(best_step meif)");;
   esac

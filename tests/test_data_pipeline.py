@@ -308,6 +308,32 @@ def test_black_out_fraction_blacks_out_synthetic_exposures(data_root):
   assert black["y1"][..., 0][zero].mean() < 0.05 and black["y2"][..., 0][zero].mean() < 0.05
 
 
+def test_black_out_one_source_keeps_the_reference(data_root):
+  """With black_out_one_source=1 one exposure of every synthetic pair has true-black regions and
+  the other and the reference keep the photograph there; a share of 0 leaves the batches of
+  black_out_fraction alone unchanged."""
+  config = config_for(
+    "meif", data_root, synthetic_fraction=1.0, batch_size=8, patch_size=24, black_out_fraction=1.0
+  )
+  both = make_training_source("meif", config).batch(3)
+  config.black_out_one_source = 0.0
+  assert_batches_equal(both, make_training_source("meif", config).batch(3))
+  config.black_out_one_source = 1.0
+  one = make_training_source("meif", config).batch(3)
+  y1, y2, reference = (one[key][..., 0] for key in ("y1", "y2", "reference"))
+  assert (reference > 0).mean() > 0.95  # the photograph survives in the reference
+  black1, black2 = y1 == 0, y2 == 0
+  for b1, b2, r in zip(black1, black2, reference):
+    blacked, other = (b1, b2) if b1.mean() > b2.mean() else (b2, b1)
+    assert 0.1 < blacked.mean() < 0.8, blacked.mean()
+    assert other.mean() < 0.05  # the other exposure is not blacked out
+    assert r[blacked].mean() > 0.1
+  # Both exposures get blacked out in some examples of the batch.
+  assert (black1.mean(axis=(1, 2)) > 0.1).any() and (black2.mean(axis=(1, 2)) > 0.1).any()
+  with pytest.raises(ValueError, match=r"config\.data\.black_out_one_source must be in \[0, 1\]"):
+    make_training_source("meif", config_for("meif", data_root, black_out_one_source=2.0))
+
+
 def test_config_errors_name_the_field(data_root):
   config = default_data_config("mfif")
   with pytest.raises(

@@ -80,6 +80,11 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
     # (synthetic.black_out), so that black stays black (medical backgrounds, night skies). 0 draws
     # nothing extra, so runs from before the field keep their data.
     config.black_out_fraction = 0.0
+    # Share of those black-out pairs in which one exposure alone (drawn at random) is blacked out
+    # after synthesis while the reference keeps the photograph: a black source carries nothing and
+    # the other one's content must survive (a SPECT slice is black where the MRI shows tissue). The
+    # rest black out the photograph itself, so both exposures and the reference are black there.
+    config.black_out_one_source = 0.0
     # Share of synthetic multi-exposure pairs (from clean_natural); the rest are SICE training pairs.
     # Half and half: SICE has real exposures and references but few scenes (11 staged here).
     config.synthetic_fraction = 0.5
@@ -207,7 +212,13 @@ def resolve_data_config(task: str, data_config: Mapping | ml_collections.ConfigD
       f"distinct names among {', '.join(known)}",
     )
     config["image_sets"] = sets
-  for field in ("real_mff_fraction", "synthetic_fraction", "black_out_fraction"):
+  fractions = (
+    "real_mff_fraction",
+    "synthetic_fraction",
+    "black_out_fraction",
+    "black_out_one_source",
+  )
+  for field in fractions:
     if field in config:
       require(0.0 <= config[field] <= 1.0, field, "in [0, 1]")
   return config

@@ -286,13 +286,21 @@ def _multi_exposure_set(config: dict, fraction: float) -> _Set:
   kwargs = {key: tuple(value) for key, value in config["multi_exposure"].items()}
 
   black_out_fraction = config["black_out_fraction"]
+  one_source = config["black_out_one_source"]
 
   def make(rng, crops):
     image = crops[0]
+    black_source = None  # which exposure alone is blacked out, if any
     if black_out_fraction > 0 and rng.random() < black_out_fraction:
-      image = synthetic.black_out(image, rng)
-    under, over, reference = synthetic.multi_exposure_pair(image, rng, **kwargs)
-    return _supervised_example([under, over], reference, with_chroma=True)
+      if one_source > 0 and rng.random() < one_source:
+        black_source = int(rng.integers(2))
+      else:
+        image = synthetic.black_out(image, rng)
+    sources = list(synthetic.multi_exposure_pair(image, rng, **kwargs))
+    reference = sources.pop()
+    if black_source is not None:
+      sources[black_source] = synthetic.black_out(sources[black_source], rng)
+    return _supervised_example(sources, reference, with_chroma=True)
 
   names, images = _photographs(config)
   return _Set(f"synthetic multi-exposure ({names})", fraction, images, make)
