@@ -45,7 +45,7 @@ for stage in $STAGES; do
   case $stage in
     mfif) extra=("--config.data.image_sets=('clean_natural','more_natural')");;
     meif) extra=("--config.data.image_sets=('clean_natural','more_natural')"
-                 --config.data.black_out_fraction=0.4 --config.data.black_out_one_source=0.5
+                 --config.data.black_out_fraction=0.5 --config.data.black_out_one_source=0.5
                  --config.teacher_ckpt="$RUNS/mfif"
                  --config.teacher_step="$(best_step mfif)");;
     ivf) extra=(--config.teacher_ckpt="$RUNS/meif" --config.teacher_step="$(best_step meif)");;

@@ -1,11 +1,15 @@
 """The table of results/score_stages.sh: every set, every scored method, full resolution.
 
   python results/score_table.py OUT [--methods efrufn_w16_cpu,efrufn_cpu,average] [--out table.md]
+      [--convention paper]
 
 Columns: EN, SCD, Qabf, VIF, SD, SF, AG, MEF-SSIM (clean convention) and MS-SSIM (Ma), which is
 the paper convention's MS-SSIM (Ma's 3-scale MEF-SSIM against the sources), plus PSNR where the set
 has references (SICE). Rows per set: the methods scored under ``OUT/<set>/`` (every folder with a
 ``summary.json``, or those of ``--methods`` in that order), each with the number of pairs.
+``--convention paper`` prints the paper convention's scores of the same fused images instead
+(``OUT/<set>/<method>_paper/``), in the columns of the paper's tables: EN, MI (= 2·EN there), SCD,
+MS-SSIM (Ma's), Qabf and PSNR.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 from pathlib import Path
 
 COLUMNS = ("EN", "SCD", "Qabf", "VIF", "SD", "SF", "AG", "MEF-SSIM")
+PAPER_COLUMNS = ("EN", "MI", "SCD", "MS-SSIM", "Qabf", "PSNR")
 SETS = ("tno", "roadscene", "lytro", "mefb", "sice", "harvard_mri_ct", "harvard_mri_spect")
 
 
@@ -31,6 +36,28 @@ def _methods(folder: Path) -> list[str]:
     for p in folder.iterdir()
     if (p / "summary.json").is_file() and not p.name.endswith("_paper")
   )
+
+
+def paper_table(out: Path, methods: list[str] | None = None, labels: dict | None = None) -> str:
+  """The paper-convention table of every set and method found under ``out``."""
+  labels = labels or {}
+  lines = [
+    "| set | method | pairs | " + " | ".join(PAPER_COLUMNS) + " |",
+    "|---|---|---:|" + "---:|" * len(PAPER_COLUMNS),
+  ]
+  for name in SETS:
+    if not (out / name).is_dir():
+      continue
+    for method in methods or _methods(out / name):
+      paper = _means(out / name / f"{method}_paper" / "summary.json")
+      if paper is None:
+        continue
+      means, pairs = paper
+      cells = [f"{means[c]:.3f}" if means.get(c) is not None else "–" for c in PAPER_COLUMNS]
+      lines.append(
+        f"| {name} | {labels.get(method, method)} | {pairs} | " + " | ".join(cells) + " |"
+      )
+  return "\n".join(lines) + "\n"
 
 
 def table(out: Path, methods: list[str] | None = None, labels: dict[str, str] | None = None) -> str:
@@ -64,10 +91,11 @@ def main(argv=None) -> None:
   parser.add_argument("--methods", default=None, help="comma-separated method folders, in order")
   parser.add_argument("--label", action="append", default=[], help="method=label for the rows")
   parser.add_argument("--out", dest="markdown", default=None, help="also write the table here")
+  parser.add_argument("--convention", choices=("clean", "paper"), default="clean")
   args = parser.parse_args(argv)
   labels = dict(item.split("=", 1) for item in args.label)
   methods = args.methods.split(",") if args.methods else None
-  text = table(Path(args.out), methods, labels)
+  text = (paper_table if args.convention == "paper" else table)(Path(args.out), methods, labels)
   print(text, end="")
   if args.markdown:
     Path(args.markdown).write_text(text)

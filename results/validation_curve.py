@@ -1,11 +1,13 @@
 """Scores every checkpoint of training runs on their validation split, and optional baselines.
 
   python results/validation_curve.py runs/ft/mfif [runs/ft/mfif_b ...] --data_dir DATA \
-      [--baseline shipped] [--out results/validation/mfif.md]
+      [--baseline shipped] [--data black_out_fraction=0] [--out results/validation/mfif.md]
 
 Every run must be of one task and have been trained with ``config.data.holdout_every > 0`` (or pass
 ``--holdout_every``): the validation examples are built from what that setting held back
-(:mod:`fusionjax.train.validation`), with the first run's data settings. ``--baseline`` adds stages
+(:mod:`fusionjax.train.validation`), with the first run's data settings (``--data KEY=VALUE`` changes
+one of them, e.g. to compare runs trained on different synthesis settings on examples made without
+any of them). ``--baseline`` adds stages
 scored on the same examples (``shipped`` = the package's weights for the task, or any stage
 workdir). Writes a Markdown table (one row per run and step, the best step of each run marked) and
 the same rows as JSON lines beside it; every run's rows also go to ``<workdir>/validation.jsonl``.
@@ -14,6 +16,7 @@ the same rows as JSON lines beside it; every run's rows also go to ``<workdir>/v
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
@@ -29,6 +32,13 @@ def main(argv=None) -> int:
   parser.add_argument("--data_dir", required=True, help="the data root the runs were trained on")
   parser.add_argument(
     "--baseline", action="append", default=[], help="'shipped' or a stage workdir"
+  )
+  parser.add_argument(
+    "--data",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="a config.data field for the validation examples (a Python literal)",
   )
   parser.add_argument("--holdout_every", type=int, default=None)
   parser.add_argument("--num_examples", type=int, default=None)
@@ -49,6 +59,16 @@ def main(argv=None) -> int:
     )
   task = tasks.pop()
   data_config = dict(metas[0]["config"]["data"], data_dir=args.data_dir)
+  for item in args.data:
+    key, sep, value = item.partition("=")
+    if not sep or key not in data_config:
+      parser.error(
+        f"--data {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(data_config))}"
+      )
+    try:
+      data_config[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parser.error(f"--data {item!r}: the value must be a Python literal (a number, string, tuple)")
   options = {
     key: value
     for key, value in (("num_examples", args.num_examples), ("patch_size", args.patch_size))

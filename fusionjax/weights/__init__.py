@@ -1,15 +1,22 @@
 """Reference weights shipped inside the package, so that fusion works with no download.
 
-``efrufn_cpu`` holds the three stages of EFRUFN (MFIF, MEIF with its ColorNet, IVF) trained through
-the sequential gradient-transfer chain with ``configs/<stage>.py:cpu`` (a reduced network and
-schedule for CPU training; ``results/README.md`` has the command, the training log, the time it
-took and the scores). Each stage is an ordinary stage checkpoint (``fusionjax.checkpoints``)
-without its optimiser state: it loads with :func:`fusionjax.stages.load_fusion_model`, serves as
-a teacher (``--config.teacher_ckpt``) or a starting point (``--config.init_ckpt``), and its metadata
-holds the whole lineage (:func:`fusionjax.checkpoints.stage_lineage`).
+Two sets of EFRUFN stages (MFIF, MEIF with its ColorNet, IVF), each an ordinary stage checkpoint
+(``fusionjax.checkpoints``) without its optimiser state:
+
+- ``efrufn_w16_cpu`` (the default): ``efrufn_cpu`` fine-tuned on a CPU by
+  ``results/finetune_cpu.sh`` (96-px crops, the ``more_natural`` photographs beside
+  ``clean_natural``, black-out exposure pairs, each stage's checkpoint chosen on held-back
+  validation data);
+- ``efrufn_cpu``: the chain trained from scratch with ``configs/<stage>.py:cpu`` (a reduced network
+  and schedule for CPU training), where the fine-tune starts from.
+
+``results/README.md`` has the commands, the training logs, the time they took and the scores. A
+stage loads with :func:`fusionjax.stages.load_fusion_model`, serves as a teacher
+(``--config.teacher_ckpt``) or a starting point (``--config.init_ckpt``), and its metadata holds
+the whole lineage (:func:`fusionjax.checkpoints.stage_lineage`).
 
   from fusionjax import weights
-  path = weights.shipped_checkpoint("ivf")           # .../fusionjax/weights/efrufn_cpu/ivf
+  path = weights.shipped_checkpoint("ivf")           # .../fusionjax/weights/efrufn_w16_cpu/ivf
   model = fusionjax.stages.load_fusion_model(path)
 """
 
@@ -23,7 +30,7 @@ from fusionjax import tasks
 WEIGHTS_DIR = Path(__file__).resolve().parent
 
 #: The weights ``fusionjax fuse`` and ``evaluate.py --ckpt shipped`` use by default.
-DEFAULT = "efrufn_cpu"
+DEFAULT = "efrufn_w16_cpu"
 
 
 def available() -> list[str]:
