@@ -20,7 +20,7 @@
 #     exposure alone while the reference keeps the photograph (config.data.black_out_one_source=0.5:
 #     what one source shows survives where the other is black, as in MRI-SPECT pairs);
 #   - STEPS steps per stage, a 20-step warm-up to the usual learning rate 2e-4, then the cosine decay;
-#     a checkpoint every 100 steps, all kept, for the validation curve;
+#     a checkpoint every 50 steps, all kept, for the validation curve;
 #   - the teacher of MEIF and IVF is the previous stage's best checkpoint on validation data.
 # Every run resumes from its workdir, so rerunning after an interruption continues where it stopped.
 # results/validation_curve.py writes RUNS_DIR/validation_<stage>.md after each stage.
@@ -34,7 +34,7 @@ mkdir -p "$RUNS"
 common=(
   --config.data.data_dir="$DATA" --config.data.patch_size=96 --config.data.holdout_every=8
   --config.num_steps="$STEPS" --config.optimizer.warmup_steps=20
-  --config.checkpoint_every=100 --config.keep_checkpoints=1000
+  --config.checkpoint_every=50 --config.keep_checkpoints=1000
 )
 best_step() {  # the best validated step of a stage of this run
   python -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \

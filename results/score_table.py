@@ -1,7 +1,7 @@
 """The table of results/score_stages.sh: every set, every scored method, full resolution.
 
   python results/score_table.py OUT [--methods efrufn_w16_cpu,efrufn_cpu,average] [--out table.md]
-      [--convention paper]
+      [--convention paper] [--peers results/ifcnn_full_resolution.json]
 
 Columns: EN, SCD, Qabf, VIF, SD, SF, AG, MEF-SSIM (clean convention) and MS-SSIM (Ma), which is
 the paper convention's MS-SSIM (Ma's 3-scale MEF-SSIM against the sources), plus PSNR where the set
@@ -9,7 +9,9 @@ has references (SICE). Rows per set: the methods scored under ``OUT/<set>/`` (ev
 ``summary.json``, or those of ``--methods`` in that order), each with the number of pairs.
 ``--convention paper`` prints the paper convention's scores of the same fused images instead
 (``OUT/<set>/<method>_paper/``), in the columns of the paper's tables: EN, MI (= 2·EN there), SCD,
-MS-SSIM (Ma's), Qabf and PSNR.
+MS-SSIM (Ma's), Qabf and PSNR. ``--peers FILE`` adds rows scored elsewhere (a JSON file with
+``label``, ``about`` and per-set means, such as ``results/ifcnn_full_resolution.json``) below each
+set's methods in the clean table.
 """
 
 from __future__ import annotations
@@ -60,8 +62,13 @@ def paper_table(out: Path, methods: list[str] | None = None, labels: dict | None
   return "\n".join(lines) + "\n"
 
 
-def table(out: Path, methods: list[str] | None = None, labels: dict[str, str] | None = None) -> str:
-  """The Markdown table of every set and method found under ``out``."""
+def table(
+  out: Path,
+  methods: list[str] | None = None,
+  labels: dict[str, str] | None = None,
+  peers: list[dict] = (),
+) -> str:
+  """The Markdown table of every set and method found under ``out``, with ``peers``' rows."""
   labels = labels or {}
   lines = [
     "| set | method | pairs | " + " | ".join(COLUMNS) + " | MS-SSIM (Ma) | PSNR |",
@@ -82,6 +89,13 @@ def table(out: Path, methods: list[str] | None = None, labels: dict[str, str] | 
       lines.append(
         f"| {name} | {labels.get(method, method)} | {pairs} | " + " | ".join(cells) + " |"
       )
+    for peer in peers:
+      means = peer["sets"].get(name)
+      if means is None:
+        continue
+      # As given: the file's digits, not more.
+      cells = [str(means.get(c, "–")) for c in COLUMNS + ("MS-SSIM (Ma)", "PSNR")]
+      lines.append(f"| {name} | {peer['label']} | {means['pairs']} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -92,10 +106,18 @@ def main(argv=None) -> None:
   parser.add_argument("--label", action="append", default=[], help="method=label for the rows")
   parser.add_argument("--out", dest="markdown", default=None, help="also write the table here")
   parser.add_argument("--convention", choices=("clean", "paper"), default="clean")
+  parser.add_argument(
+    "--peers", action="append", default=[], help="JSON file of rows scored elsewhere"
+  )
   args = parser.parse_args(argv)
   labels = dict(item.split("=", 1) for item in args.label)
   methods = args.methods.split(",") if args.methods else None
-  text = (paper_table if args.convention == "paper" else table)(Path(args.out), methods, labels)
+  if args.convention == "paper":
+    text = paper_table(Path(args.out), methods, labels)
+  else:
+    peers = [json.loads(Path(path).read_text()) for path in args.peers]
+    text = table(Path(args.out), methods, labels, peers)
+    text += "".join(f"\n{peer['label']}: {peer['about']}\n" for peer in peers)
   print(text, end="")
   if args.markdown:
     Path(args.markdown).write_text(text)
