@@ -10,7 +10,10 @@ one of them, e.g. to compare runs trained on different synthesis settings on exa
 any of them). ``--baseline`` adds stages
 scored on the same examples (``shipped`` = the package's weights for the task, or any stage
 workdir). Writes a Markdown table (one row per run and step, the best step of each run marked) and
-the same rows as JSON lines beside it; every run's rows also go to ``<workdir>/validation.jsonl``.
+the same rows as JSON lines beside it. A run scored on its own validation examples (its own data
+settings, no ``--data``, ``--holdout_every``, ``--num_examples`` or ``--patch_size``) and on all its
+checkpoints also gets its rows in ``<workdir>/validation.jsonl``, which
+``results/export_weights.py --best`` reads; scores on other examples leave that file alone.
 """
 
 from __future__ import annotations
@@ -86,7 +89,12 @@ def main(argv=None) -> int:
       {"run": f"baseline {ckpt}", "step": model.step, **validation.score_model(model, batch)}
     )
     print(rows[-1], flush=True)
-  for run in args.runs:
+  own_examples = not (
+    args.data
+    or args.steps
+    or any(v is not None for v in (args.holdout_every, args.num_examples, args.patch_size))
+  )
+  for run, meta in zip(args.runs, metas):
     run_rows = []
     for row in validation.score_checkpoints(run, batch, steps):
       run_rows.append({"run": run, **row})
@@ -94,9 +102,10 @@ def main(argv=None) -> int:
     best = validation.best_row(task, run_rows)
     for row in run_rows:
       row["best"] = row is best
-    with open(Path(run) / "validation.jsonl", "w") as f:
-      for row in run_rows:
-        f.write(json.dumps(row) + "\n")
+    if own_examples and meta["config"]["data"] == metas[0]["config"]["data"]:
+      with open(Path(run) / "validation.jsonl", "w") as f:
+        for row in run_rows:
+          f.write(json.dumps(row) + "\n")
     rows += run_rows
 
   primary = validation.PRIMARY[task]
