@@ -5,6 +5,7 @@ import pytest
 from scipy import ndimage
 
 from fusionjax.data.synthetic import (
+  exposure_stack,
   multi_exposure_pair,
   multi_focus_pair,
   random_focus_mask,
@@ -109,6 +110,27 @@ def test_multi_exposure_without_noise_brackets_every_pixel():
   assert np.all(under <= image + half_level) and np.all(over >= image - half_level)
   # Over-exposure saturates somewhere, under-exposure keeps the highlights below white.
   assert over.max() == 1.0 and under.max() < 1.0
+
+
+@pytest.mark.parametrize("num_shots", [2, 3, 5])
+def test_exposure_stack_runs_from_dark_to_bright(num_shots):
+  rng = np.random.default_rng(5)
+  image = textured_image(rng, 30, 31, 3)
+  quiet = dict(shot_noise_range=(1e-12, 1e-12), read_noise_range=(1e-12, 1e-12))
+  shots, reference = exposure_stack(image, np.random.default_rng(7), num_shots, **quiet)
+  assert len(shots) == num_shots and all(s.shape == image.shape for s in shots)
+  np.testing.assert_array_equal(reference, image)
+  # Without noise every shot is at least as bright as the one before, pixel by pixel.
+  for darker, brighter in zip(shots, shots[1:]):
+    assert np.all(brighter >= darker - 1e-6) and brighter.mean() > darker.mean()
+  assert shots[0].mean() < image.mean() < shots[-1].mean()
+  again, _ = exposure_stack(image, np.random.default_rng(7), num_shots, **quiet)
+  for a, b in zip(shots, again):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="num_shots must be at least 2"):
+    exposure_stack(image, rng, 1)
+  with pytest.raises(ValueError, match="under_ev"):
+    exposure_stack(image, rng, 3, under_ev=(1.0, 2.0))
 
 
 def test_response_curve_is_monotone_and_invertible():

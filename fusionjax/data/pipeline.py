@@ -247,13 +247,26 @@ class TrainingSource:
 # Per-task sources
 
 
+def holdout_split(items: Sequence, every: int, held_back: bool) -> list:
+  """One side of the validation split of a set (``config.data.holdout_every``).
+
+  Positions every-1, 2*every-1, ... are held back, so a set of fewer than ``every`` items trains on
+  all of them and holds none back; ``every`` = 0 holds nothing back.
+
+  Args:
+    items: the set's items in their reader's order.
+    every: the ``holdout_every`` setting.
+    held_back: True for the held-back items, False for the rest.
+  """
+  if every <= 0:
+    return [] if held_back else list(items)
+  return [item for i, item in enumerate(items) if ((i + 1) % every == 0) == held_back]
+
+
 def _select(items: list, config: dict) -> tuple:
   """The items of one set this source uses: the held-back split or the rest, then the cap."""
-  every = config["holdout_every"]
-  if every > 0:
-    # Positions every-1, 2*every-1, ... are held back, so a set of fewer than `every` items
-    # trains on all of them and holds none back.
-    items = [item for i, item in enumerate(items) if ((i + 1) % every == 0) == config["holdout"]]
+  if config["holdout_every"] > 0:
+    items = holdout_split(items, config["holdout_every"], config["holdout"])
   max_images = config["max_images"]
   return tuple(items if max_images is None else items[:max_images])
 

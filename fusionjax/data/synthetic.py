@@ -273,6 +273,36 @@ def multi_exposure_pair(
     (under, over, reference): float32 arrays shaped like ``image`` in [0, 1]; reference is ``image``.
   """
   image = _check_image(image)
+  shoot, under_bounds, over_bounds = _camera(
+    image,
+    rng,
+    under_ev=under_ev,
+    over_ev=over_ev,
+    response_gamma_range=response_gamma_range,
+    response_contrast_range=response_contrast_range,
+    shot_noise_range=shot_noise_range,
+    read_noise_range=read_noise_range,
+    quantize=quantize,
+  )
+  # Each shot's exposure value is drawn just before its noise.
+  under, over = (shoot(rng.uniform(*bounds)) for bounds in (under_bounds, over_bounds))
+  return under, over, image.copy()
+
+
+def _camera(
+  image: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  under_ev: Sequence[float] = DEFAULT_UNDER_EV,
+  over_ev: Sequence[float] = DEFAULT_OVER_EV,
+  response_gamma_range: Sequence[float] = DEFAULT_RESPONSE_GAMMA_RANGE,
+  response_contrast_range: Sequence[float] = DEFAULT_RESPONSE_CONTRAST_RANGE,
+  shot_noise_range: Sequence[float] = DEFAULT_SHOT_NOISE_RANGE,
+  read_noise_range: Sequence[float] = DEFAULT_READ_NOISE_RANGE,
+  quantize: bool = True,
+):
+  """Checks the settings, draws one camera (response curve, noise levels) for a bracketed sequence
+  of ``image`` and returns ``(shoot, under bounds, over bounds)``, ``shoot(ev)`` taking one shot."""
   under_bounds = _check_range(under_ev, "under_ev", None, 0.0)
   over_bounds = _check_range(over_ev, "over_ev", 0.0, None)
   shot_bounds = _check_range(shot_noise_range, "shot_noise_range", 1e-12, None)
@@ -283,12 +313,41 @@ def multi_exposure_pair(
   linear = inverse(image)
   shot = _log_uniform(rng, shot_bounds)
   read = _log_uniform(rng, read_bounds)
-  shots = []
-  for bounds in (under_bounds, over_bounds):
-    exposed = linear * np.float32(2.0 ** rng.uniform(*bounds))
+
+  def shoot(ev: float) -> np.ndarray:
+    exposed = linear * np.float32(2.0**ev)
     noise = np.sqrt(shot * exposed + read**2) * rng.standard_normal(image.shape, dtype=np.float32)
     shot_image = response(np.clip(exposed + noise, 0.0, 1.0))
     if quantize:
       shot_image = np.round(shot_image * 255.0) / 255.0
-    shots.append(shot_image.astype(np.float32))
-  return shots[0], shots[1], image.copy()
+    return shot_image.astype(np.float32)
+
+  return shoot, under_bounds, over_bounds
+
+
+def exposure_stack(
+  image: np.ndarray, rng: np.random.Generator, num_shots: int, **camera
+) -> tuple[list[np.ndarray], np.ndarray]:
+  """A bracketed sequence of ``num_shots`` exposures of a well-exposed photograph.
+
+  The camera model of :func:`multi_exposure_pair` (one response curve and one noise level per
+  sequence); the darkest shot's exposure value is drawn from ``under_ev``, the brightest's from
+  ``over_ev``, and the others are spaced evenly between them.
+
+  Args:
+    image: the reference photograph, (H, W, 3) or (H, W, 1) float in [0, 1].
+    rng: random generator; the result is a pure function of its state.
+    num_shots: length of the sequence, at least 2.
+    **camera: the camera settings of :func:`multi_exposure_pair` (``under_ev``, ``over_ev``,
+      ``response_gamma_range``, ``response_contrast_range``, ``shot_noise_range``,
+      ``read_noise_range``, ``quantize``).
+
+  Returns:
+    (shots from darkest to brightest, reference); the reference is ``image``.
+  """
+  if num_shots < 2:
+    raise ValueError(f"num_shots must be at least 2, got {num_shots}")
+  image = _check_image(image)
+  shoot, under_bounds, over_bounds = _camera(image, rng, **camera)
+  evs = np.linspace(rng.uniform(*under_bounds), rng.uniform(*over_bounds), num_shots)
+  return [shoot(ev) for ev in evs], image.copy()

@@ -1,0 +1,125 @@
+r"""How exposure sequences of more than two frames fuse, against the best pair of their frames.
+
+  python benchmarks/exposure_stacks.py --data_dir DATA [--ckpt shipped] [--shots 3,5]
+      [--max_photos 16] [--size 192] [--out results/exposure_stacks.md]
+
+No test set here holds sequences of more than two exposures with a reference, so the sequences are
+synthesised (:func:`fusionjax.data.synthetic.exposure_stack`, the camera model the MEIF stage
+trains on) from the photographs the fine-tune holds back for validation (every 8th of
+``clean_natural`` + ``more_natural``, ``config.data.holdout_every=8``): never a training image, never
+a test set. Each sequence is fused by
+
+- ``chain``: what ``fusionjax fuse`` does with more than two sources, ((S1 ⊕ S2) ⊕ S3) ⊕ ...,
+  darkest first;
+- ``extreme pair``: the darkest and the brightest frame only;
+- ``best pair (oracle)``: of every pair of frames, the fusion closest to the reference (SSIM),
+  which needs the reference and so is a bound, not a rule;
+
+and scored on its luma against the reference (SSIM, PSNR) and against all frames (MEF-SSIM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+from fusionjax import color, imageio, inference, metrics, stages  # noqa: E402
+from fusionjax.data import pipeline, readers, synthetic  # noqa: E402
+
+PHOTO_SETS = ("clean_natural", "more_natural")
+HOLDOUT_EVERY = 8
+NAMES = ("SSIM", "PSNR", "MEF-SSIM")
+
+
+def held_back_photos(data_dir) -> list[Path]:
+  """The validation photographs of the fine-tune (``results/finetune_cpu.sh``)."""
+  photos = [path for name in PHOTO_SETS for path in readers.list_images(data_dir, name)]
+  return pipeline.holdout_split(photos, HOLDOUT_EVERY, held_back=True)
+
+
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+  top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+  if top < 0 or left < 0:
+    raise ValueError(f"a photograph of {image.shape[:2]} is smaller than --size {size}")
+  return image[top : top + size, left : left + size]
+
+
+def luma_levels(image: np.ndarray) -> np.ndarray:
+  return np.asarray(color.split_luma_chroma(image)[0][..., 0], np.float64) * 255.0
+
+
+def scores(fused, shots, reference) -> dict[str, float]:
+  result = metrics.compute_metrics(
+    luma_levels(fused), [luma_levels(s) for s in shots], luma_levels(reference), names=NAMES
+  )
+  return {name: float(result[name].value) for name in NAMES}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument(
+    "--data_dir", required=True, help="data root with clean_natural/, more_natural/"
+  )
+  parser.add_argument("--ckpt", default="shipped", help="MEIF stage workdir, or 'shipped'")
+  parser.add_argument("--shots", default="3,5", help="sequence lengths, comma-separated")
+  parser.add_argument("--max_photos", type=int, default=16)
+  parser.add_argument("--size", type=int, default=192, help="side of the centre crop")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default=None, help="also write the Markdown table here")
+  args = parser.parse_args(argv)
+  try:
+    lengths = [int(n) for n in args.shots.split(",")]
+    photos = held_back_photos(args.data_dir)[: args.max_photos]
+  except (ValueError, FileNotFoundError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  if any(n < 3 for n in lengths):
+    print("error: --shots takes lengths of 3 or more (2 is a pair)", file=sys.stderr)
+    return 2
+  model = stages.load_model(None if args.ckpt == "shipped" else args.ckpt, task="meif")
+  lines = [
+    f"Exposure sequences synthesised from {len(photos)} held-back photographs ({args.size} px "
+    f"crops), fused by the MEIF stage {model.path} (step {model.step}); means over the photographs.",
+    "",
+    "| frames | rule | " + " | ".join(NAMES) + " | chain ≥ rule (SSIM) |",
+    "|---:|---|" + "---:|" * (len(NAMES) + 1),
+  ]
+  for n in lengths:
+    rows = {"chain": [], "extreme pair": [], "best pair (oracle)": []}
+    for index, path in enumerate(photos):
+      rng = np.random.default_rng([args.seed, index, n])
+      shots, reference = synthetic.exposure_stack(
+        centre_crop(imageio.load_image(path), args.size), rng, n
+      )
+      rows["chain"].append(scores(inference.fuse_images(model, shots), shots, reference))
+      pairs = {
+        (i, j): scores(inference.fuse_images(model, [shots[i], shots[j]]), shots, reference)
+        for i, j in itertools.combinations(range(n), 2)
+      }
+      rows["extreme pair"].append(pairs[(0, n - 1)])
+      rows["best pair (oracle)"].append(max(pairs.values(), key=lambda s: s["SSIM"]))
+      print(f"{n} frames, {path.name}: chain SSIM {rows['chain'][-1]['SSIM']:.4f}", flush=True)
+    chain_ssim = np.array([s["SSIM"] for s in rows["chain"]])
+    for rule, values in rows.items():
+      means = [np.mean([v[name] for v in values]) for name in NAMES]
+      wins = np.mean(chain_ssim >= np.array([v["SSIM"] for v in values]) - 1e-12)
+      lines.append(
+        f"| {n} | {rule} | " + " | ".join(f"{m:.4f}" for m in means) + f" | {wins:.0%} |"
+      )
+  text = "\n".join(lines) + "\n"
+  print(text)
+  if args.out:
+    Path(args.out).write_text(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
