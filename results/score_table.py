@@ -40,6 +40,23 @@ def _methods(folder: Path) -> list[str]:
   )
 
 
+def _row(name: str, label: str, pairs, cells: list[str]) -> str:
+  return f"| {name} | {label} | {pairs} | " + " | ".join(cells) + " |"
+
+
+def _scored(out: Path, name: str, methods: list[str] | None, suffix: str = ""):
+  """Yields ``(method, means, pairs)`` of each method scored on set ``name`` (``suffix``: the
+  folder suffix of another convention's scores, e.g. ``_paper``)."""
+  for method in methods or _methods(out / name):
+    found = _means(out / name / f"{method}{suffix}" / "summary.json")
+    if found is not None:
+      yield method, *found
+
+
+def _number(means: dict, column: str, digits: int = 3) -> str:
+  return f"{means[column]:.{digits}f}" if means.get(column) is not None else "–"
+
+
 def paper_table(out: Path, methods: list[str] | None = None, labels: dict | None = None) -> str:
   """The paper-convention table of every set and method found under ``out``."""
   labels = labels or {}
@@ -50,15 +67,9 @@ def paper_table(out: Path, methods: list[str] | None = None, labels: dict | None
   for name in SETS:
     if not (out / name).is_dir():
       continue
-    for method in methods or _methods(out / name):
-      paper = _means(out / name / f"{method}_paper" / "summary.json")
-      if paper is None:
-        continue
-      means, pairs = paper
-      cells = [f"{means[c]:.3f}" if means.get(c) is not None else "–" for c in PAPER_COLUMNS]
-      lines.append(
-        f"| {name} | {labels.get(method, method)} | {pairs} | " + " | ".join(cells) + " |"
-      )
+    for method, means, pairs in _scored(out, name, methods, "_paper"):
+      cells = [_number(means, c) for c in PAPER_COLUMNS]
+      lines.append(_row(name, labels.get(method, method), pairs, cells))
   return "\n".join(lines) + "\n"
 
 
@@ -77,25 +88,18 @@ def table(
   for name in SETS:
     if not (out / name).is_dir():
       continue
-    for method in methods or _methods(out / name):
-      clean = _means(out / name / method / "summary.json")
-      if clean is None:
-        continue
-      means, pairs = clean
+    for method, means, pairs in _scored(out, name, methods):
       paper = _means(out / name / f"{method}_paper" / "summary.json")
-      cells = [f"{means[c]:.3f}" if means.get(c) is not None else "–" for c in COLUMNS]
-      cells.append(f"{paper[0]['MS-SSIM']:.3f}" if paper else "–")
-      cells.append(f"{means['PSNR']:.2f}" if means.get("PSNR") is not None else "–")
-      lines.append(
-        f"| {name} | {labels.get(method, method)} | {pairs} | " + " | ".join(cells) + " |"
-      )
+      cells = [_number(means, c) for c in COLUMNS]
+      cells.append(_number(paper[0], "MS-SSIM") if paper else "–")
+      cells.append(_number(means, "PSNR", 2))
+      lines.append(_row(name, labels.get(method, method), pairs, cells))
     for peer in peers:
       means = peer["sets"].get(name)
-      if means is None:
-        continue
-      # As given: the file's digits, not more.
-      cells = [str(means.get(c, "–")) for c in COLUMNS + ("MS-SSIM (Ma)", "PSNR")]
-      lines.append(f"| {name} | {peer['label']} | {means['pairs']} | " + " | ".join(cells) + " |")
+      if means is not None:
+        # As given: the file's digits, not more.
+        cells = [str(means.get(c, "–")) for c in COLUMNS + ("MS-SSIM (Ma)", "PSNR")]
+        lines.append(_row(name, peer["label"], means["pairs"], cells))
   return "\n".join(lines) + "\n"
 
 

@@ -265,8 +265,7 @@ def holdout_split(items: Sequence, every: int, held_back: bool) -> list:
 
 def _select(items: list, config: dict) -> tuple:
   """The items of one set this source uses: the held-back split or the rest, then the cap."""
-  if config["holdout_every"] > 0:
-    items = holdout_split(items, config["holdout_every"], config["holdout"])
+  items = holdout_split(items, config["holdout_every"], config["holdout"])
   max_images = config["max_images"]
   return tuple(items if max_images is None else items[:max_images])
 
@@ -309,8 +308,8 @@ def _multi_exposure_set(config: dict, fraction: float) -> _Set:
         black_source = int(rng.integers(2))
       else:
         image = synthetic.black_out(image, rng)
-    sources = list(synthetic.multi_exposure_pair(image, rng, **kwargs))
-    reference = sources.pop()
+    under, over, reference = synthetic.multi_exposure_pair(image, rng, **kwargs)
+    sources = [under, over]
     if black_source is not None:
       sources[black_source] = synthetic.black_out(sources[black_source], rng)
     return _supervised_example(sources, reference, with_chroma=True)
