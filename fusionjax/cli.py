@@ -77,11 +77,18 @@ _PAD_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+  """An argument parser whose errors are one line naming ``--help`` (exit :data:`USAGE_ERROR`),
+  instead of argparse's usage block; its sub-command parsers are of the same class."""
+
+  def error(self, message: str):
+    print(f"{self.prog}: error: {message}; see {self.prog} --help.", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The argument parser of the ``fusionjax`` command (sub-commands ``fuse``, ``metrics``, ``export``)."""
-  parser = argparse.ArgumentParser(
-    prog="fusionjax", description="General image fusion with FRUFN/EFRUFN."
-  )
+  parser = _Parser(prog="fusionjax", description="General image fusion with FRUFN/EFRUFN.")
   commands = parser.add_subparsers(dest="command", metavar="COMMAND")
   commands.required = True
   fuse = commands.add_parser(
@@ -89,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     help="fuse two or more registered images, or whole folders of them",
     description="Fuse two or more registered images of the same size (colour or grey). Sources in the task's "
     "order: near/far focus, under/over exposure, visible/infrared, MRI/other. More than two are "
-    "fused sequentially ((A+B)+C...). With --dirs (or --dataset), fuse every pair of files with "
+    "fused by --sequence. With --dirs (or --dataset), fuse every pair of files with "
     "the same name stem into OUT_DIR/<stem>.png.",
   )
   fuse.add_argument("sources", nargs="*", metavar="IMAGE", help="source images (two or more)")
@@ -165,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
   )
   fuse.add_argument(
     "--grey", action="store_true", help="write the fused luma only, even for colour sources"
+  )
+  fuse.add_argument(
+    "--sequence",
+    choices=("chain", "adjacent"),
+    default=None,
+    help="how more than two sources are fused: 'chain' ((A+B)+C...) or 'adjacent' (the mean of "
+    "A+B, B+C, ...; pass exposures darkest first). Default: adjacent for the multi-exposure stage, "
+    "chain for the others",
   )
   fuse.add_argument(
     "--bit_depth",

@@ -97,6 +97,7 @@ def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, p
       tile_overlap=args.overlap,
       grey=args.grey,
       pad_multiple=pad_multiple,
+      sequence=args.sequence,
     )
 
   def fuse(images):
@@ -109,6 +110,7 @@ def _fuse_function(fusion, args: argparse.Namespace, pad_multiple: int | None, p
       pad_multiple=pad_multiple,
       progress=progress,
       with_info=True,
+      sequence=args.sequence,
     )
     return fused, info.compiled
 

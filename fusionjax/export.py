@@ -170,8 +170,12 @@ class ExportedFusion:
     tile_size: int = tiling.DEFAULT_TILE_SIZE,
     tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP,
     pad_multiple: int | None = None,
+    sequence: str | None = None,
   ) -> tuple[np.ndarray, bool]:
-    """Fuses two or more (H, W, 1) lumas in order, tiled above ``tile_size``, as :func:`fusionjax.inference.fuse_luma`.
+    """Fuses two or more (H, W, 1) lumas, tiled above ``tile_size``, as :func:`fusionjax.inference.fuse_luma`.
+
+    ``sequence`` is the rule for more than two (:data:`fusionjax.inference.SEQUENCE_RULES`;
+    ``None``: the task's default).
 
     Returns:
       ``(fused (H, W, 1) float32, whether a new input shape was compiled)``.
@@ -186,17 +190,15 @@ class ExportedFusion:
         compiled = True
       return np.asarray(self._call(t1[None], t2[None]))[0]
 
-    fused = np.asarray(lumas[0], np.float32)
-    for nxt in lumas[1:]:
+    def fuse_pair(first: np.ndarray, second: np.ndarray, _) -> np.ndarray:
       fused = tiling.tiled_apply(
-        run,
-        [fused, np.asarray(nxt, np.float32)],
-        tile_size=tile_size,
-        overlap=tile_overlap,
-        align=align,
+        run, [first, second], tile_size=tile_size, overlap=tile_overlap, align=align
       )
-      fused = np.clip(fused, 0.0, 1.0)
-    return fused, compiled
+      return np.clip(fused, 0.0, 1.0)
+
+    rule = inference.check_sequence_rule(sequence, self.task)
+    lumas = [np.asarray(y, np.float32) for y in lumas]
+    return inference.combine_sequence(fuse_pair, lumas, rule)[0], compiled
 
   def fuse_images(
     self,
@@ -206,8 +208,11 @@ class ExportedFusion:
     tile_overlap: int = tiling.DEFAULT_TILE_OVERLAP,
     grey: bool = False,
     pad_multiple: int | None = None,
+    sequence: str | None = None,
   ) -> tuple[np.ndarray, bool]:
     """Fuses images (H, W, 1 | 3) in [0, 1]: the exported luma fusion, rule-based chroma.
+
+    ``sequence``: the rule for more than two sources, as in :func:`fusionjax.inference.fuse_images`.
 
     Returns:
       ``(fused image, whether a new input shape was compiled)``; (H, W, 3) when any source is colour
@@ -220,6 +225,7 @@ class ExportedFusion:
       tile_size=tile_size,
       tile_overlap=tile_overlap,
       pad_multiple=pad_multiple,
+      sequence=sequence,
     )
     if grey:
       return luma, compiled

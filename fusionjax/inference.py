@@ -10,12 +10,24 @@ docs/DESIGN.md §3 (:func:`fusionjax.color.split_luma_chroma` splits the sources
   image carries no chroma;
 - only grey sources: a grey (H, W, 1) result.
 
-More than two sources (multi-exposure sequences, Lytro triples) are fused sequentially in the order
-given, ``((I1 ⊕ I2) ⊕ I3) ⊕ ...``: the network is trained on pairs and has exactly two inputs, and
-the fused image of a pair is itself a well-formed image of the scene, so it is a valid first input
-of the next pair. The chroma of K colour sources is :func:`fusionjax.color.fuse_chroma_many` (the
-pairwise weighted average generalised to K terms, order-free); with a ColorNet and only colour
-sources, ColorNet is applied along the same sequence, each step with the fused luma so far.
+More than two sources (multi-exposure sequences, Lytro triples) are fused by one of
+:data:`SEQUENCE_RULES` (the network is trained on pairs and has exactly two inputs):
+
+- ``"chain"``, ``((I1 ⊕ I2) ⊕ I3) ⊕ ...`` in the order given: the fused image of a pair is a
+  well-formed image of the scene, so it is a valid first input of the next pair. Right for focus
+  stacks, where each step adds the regions in focus in the next source.
+- ``"adjacent"``, the mean of the fusions of neighbouring sources ``(I1 ⊕ I2, I2 ⊕ I3, ...)``: every
+  network call sees two original sources, as in training, and no source passes through the network
+  more than twice. Right for exposure sequences ordered from darkest to brightest: a chain feeds the
+  network an already fused, well-exposed image as the "under-exposed" input, which it never saw in
+  training, and degrades with every frame (``benchmarks/exposure_stacks.py`` measures both).
+
+:func:`default_sequence_rule` picks per task: ``"adjacent"`` for the multi-exposure stage,
+``"chain"`` for the others. Both cost ``K - 1`` network calls for K sources, and both equal the
+pairwise fusion for two. The chroma of K colour sources is
+:func:`fusionjax.color.fuse_chroma_many` (the pairwise weighted average generalised to K terms,
+order-free); with a ColorNet and only colour sources, ColorNet is applied to the same pairs as the
+luma, each with that pair's fused luma (along the chain, or per neighbouring pair and averaged).
 
 Large images are fused in overlapping tiles (:mod:`fusionjax.tiling`) so memory stays bounded: tile
 origins lie on a grid aligned to the network's window and pooling sizes, and tiles are blended with
@@ -125,6 +137,52 @@ _COMPILED: dict = {}
 _COMPILED_LOCK = threading.Lock()
 
 
+#: How more than two sources are fused (see the module docstring).
+SEQUENCE_RULES = ("chain", "adjacent")
+
+
+def default_sequence_rule(task: str) -> str:
+  """The rule :func:`fuse_images` uses for more than two sources of a task's stage."""
+  return "adjacent" if task == "meif" else "chain"
+
+
+def check_sequence_rule(rule: str | None, task: str) -> str:
+  """``rule``, or the task's default for ``None``; ValueError for an unknown rule."""
+  if rule is None:
+    return default_sequence_rule(task)
+  if rule not in SEQUENCE_RULES:
+    raise ValueError(f"sequence rule must be one of {', '.join(SEQUENCE_RULES)}, got {rule!r}.")
+  return rule
+
+
+def combine_sequence(fuse_pair: Callable, sources: Sequence, rule: str) -> tuple[np.ndarray, list]:
+  """Fuses two or more sources with a pairwise fusion by a rule of :data:`SEQUENCE_RULES`.
+
+  Args:
+    fuse_pair: ``fuse_pair(first, second, k) -> fused`` for the k-th network call.
+    sources: the arrays, in order.
+    rule: ``"chain"`` or ``"adjacent"`` (see the module docstring).
+
+  Returns:
+    ``(fused, results)``: the fused array and the result of every pairwise call, in call order.
+  """
+  if rule == "chain":
+    steps, fused = [], sources[0]
+    for k, nxt in enumerate(sources[1:]):
+      fused = fuse_pair(fused, nxt, k)
+      steps.append(fused)
+    return fused, steps
+  if rule != "adjacent":
+    raise ValueError(f"sequence rule must be one of {', '.join(SEQUENCE_RULES)}, got {rule!r}.")
+  steps = [fuse_pair(a, b, k) for k, (a, b) in enumerate(zip(sources[:-1], sources[1:]))]
+  fused = np.array(steps[0], np.float32)
+  for step in steps[1:]:
+    fused += step
+  if len(steps) > 1:
+    fused /= len(steps)
+  return fused, steps
+
+
 #: Reflected pixels added on every side of the sources before the network (see the module docstring).
 BORDER = 8
 
@@ -177,12 +235,15 @@ class LumaFusion:
     compiled: whether a new input shape had to be compiled for this call (its wall time then
       includes compilation).
     tiles: how many tiles each pairwise fusion used.
+    steps: the fused luma of every pairwise network call, in call order (one for two sources; see
+      :func:`combine_sequence`).
   """
 
   luma: np.ndarray
   solver_stats: dict | None
   compiled: bool
   tiles: int
+  steps: list = dataclasses.field(default_factory=list)
 
 
 def _check_luma(y: np.ndarray, name: str) -> np.ndarray:
@@ -203,8 +264,9 @@ def fuse_luma(
   pad_multiple: int | None = None,
   tile_batch: int = 1,
   progress: Callable[[int, int], None] | None = None,
+  sequence: str | None = None,
 ) -> LumaFusion:
-  """Fuses two or more luma images with the network, sequentially in the order given.
+  """Fuses two or more luma images with the network.
 
   Args:
     fusion_model: a :class:`fusionjax.stages.FusionModel`.
@@ -217,6 +279,8 @@ def fuse_luma(
     tile_batch: tiles fused per network call (memory grows with it; the solver stops each image
       on its own, so batching does not change the result).
     progress: ``progress(tiles_done, tiles_total)`` per network call (see :func:`terminal_progress`).
+    sequence: how more than two sources are fused, one of :data:`SEQUENCE_RULES`; ``None`` takes
+      :func:`default_sequence_rule` of the model's task.
 
   Returns:
     A :class:`LumaFusion`.
@@ -231,6 +295,7 @@ def fuse_luma(
     pad_multiple=pad_multiple,
     tile_batch=tile_batch,
     progress=progress,
+    sequence=check_sequence_rule(sequence, fusion_model.task),
   )
 
 
@@ -243,8 +308,9 @@ def _fuse_luma(
   pad_multiple: int | None,
   tile_batch: int,
   progress,
+  sequence: str,
 ) -> LumaFusion:
-  """:func:`fuse_luma` on checked (H, W, 1) lumas."""
+  """:func:`fuse_luma` on checked (H, W, 1) lumas and a checked sequence rule."""
   compiled = _compiled(fusion_model)
   variables = stages.as_variables(fusion_model.params)
   align = network_align(fusion_model, pad_multiple)
@@ -263,23 +329,27 @@ def _fuse_luma(
     stats_seen.append(solver_stats.solver_stats_summary(stats))
     return np.asarray(fused)
 
-  fused = lumas[0]
-  for nxt in lumas[1:]:
+  def fuse_pair(first: np.ndarray, second: np.ndarray, _) -> np.ndarray:
+    nonlocal tile_count
     tile_count = 0
     fused = tiled_apply(
       run,
-      [fused, nxt],
+      [first, second],
       tile_size=tile_size,
       overlap=tile_overlap,
       align=align,
       batch=tile_batch,
       progress=progress,
     )
-    fused = np.clip(fused, 0.0, 1.0)
+    return np.clip(fused, 0.0, 1.0)
+
+  fused, steps = combine_sequence(fuse_pair, lumas, sequence)
   merged = None
   for stats in stats_seen:
     merged = solver_stats.merge_solver_summaries(merged, stats)
-  return LumaFusion(luma=fused, solver_stats=merged, compiled=new_shape, tiles=tile_count)
+  return LumaFusion(
+    luma=fused, solver_stats=merged, compiled=new_shape, tiles=tile_count, steps=steps
+  )
 
 
 def _check_same_size(images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> None:
@@ -319,25 +389,27 @@ def check_sources(images: Sequence[np.ndarray], names: Sequence[str] | None = No
 def fuse_chroma_sources(
   fusion_model,
   chromas: Sequence[np.ndarray | None],
-  lumas_so_far: Sequence[np.ndarray],
+  step_lumas: Sequence[np.ndarray],
   *,
   use_colornet: bool = True,
   tile_size: int = DEFAULT_TILE_SIZE,
   tile_overlap: int = DEFAULT_TILE_OVERLAP,
   pad_multiple: int | None = None,
+  sequence: str = "chain",
 ) -> np.ndarray | None:
   """The fused chroma of the sources by the rules in the module docstring.
 
   Args:
     fusion_model: the model (its ColorNet, if any, is used when allowed).
     chromas: per source (H, W, 2) chroma, or ``None`` for grey sources.
-    lumas_so_far: the fused luma after each pairwise step (``len(chromas) - 1`` arrays); ColorNet
-      step k sees the fused luma of sources 1..k+1.
+    step_lumas: the fused luma of each pairwise network call (``len(chromas) - 1`` arrays,
+      :attr:`LumaFusion.steps`); ColorNet's k-th call sees the k-th.
     use_colornet: use the checkpoint's ColorNet when it has one and all sources are colour.
     tile_size: tile side for ColorNet on large images.
     tile_overlap: tile overlap for ColorNet.
     pad_multiple: pad ColorNet's inputs to a multiple of this; ``None`` runs it at the image's own
       size (it is convolutional and needs no padding).
+    sequence: the rule of :data:`SEQUENCE_RULES` the luma was fused by (ColorNet follows it).
 
   Returns:
     (H, W, 2) chroma in [0, 1], or ``None`` when every source is grey.
@@ -357,13 +429,18 @@ def fuse_chroma_sources(
       compiled.seen_shapes.add(("colornet",) + c1.shape[1:])
       return np.asarray(compiled.colornet(variables, c1, c2, y))
 
-    fused = chromas[0]
-    for nxt, luma in zip(chromas[1:], lumas_so_far):
+    def fuse_pair(c1: np.ndarray, c2: np.ndarray, k: int) -> np.ndarray:
       fused = tiled_apply(
-        run, [fused, nxt, luma], tile_size=tile_size, overlap=tile_overlap, align=align, batch=1
+        run,
+        [c1, c2, step_lumas[k]],
+        tile_size=tile_size,
+        overlap=tile_overlap,
+        align=align,
+        batch=1,
       )
-      fused = np.clip(fused, 0.0, 1.0)
-    return fused
+      return np.clip(fused, 0.0, 1.0)
+
+    return combine_sequence(fuse_pair, chromas, sequence)[0]
   return color.fuse_chroma_images(coloured)
 
 
@@ -379,6 +456,7 @@ def fuse_images(
   tile_batch: int = 1,
   progress: Callable[[int, int], None] | None = None,
   with_info: bool = False,
+  sequence: str | None = None,
 ):
   """Fuses two or more registered images of one size with a fusion network.
 
@@ -387,7 +465,7 @@ def fuse_images(
       ``create_model`` + ``init``).
     images: float arrays (H, W, 1) or (H, W, 3) in [0, 1], all of the same H x W, in the order
       the task expects (near/far, under/over, visible/infrared, MRI/other; docs/DESIGN.md §2).
-      More than two are fused sequentially (see the module docstring).
+      More than two are fused by the ``sequence`` rule (see the module docstring).
     tile_size: images larger than this on either side are fused in overlapping tiles.
     tile_overlap: overlap of neighbouring tiles.
     grey: return the fused luma only, even for colour sources.
@@ -397,6 +475,8 @@ def fuse_images(
     tile_batch: tiles per network call on large images (see :func:`fuse_luma`).
     progress: ``progress(tiles_done, tiles_total)`` callback (see :func:`terminal_progress`).
     with_info: also return the :class:`LumaFusion` (solver statistics, whether it compiled).
+    sequence: how more than two sources are fused, one of :data:`SEQUENCE_RULES`; ``None`` takes
+      :func:`default_sequence_rule` of the model's task.
 
   Returns:
     The fused image: float32 (H, W, 3) RGB when any source is colour (and ``grey`` is false), else
@@ -413,6 +493,7 @@ def fuse_images(
     pad_multiple=pad_multiple,
     tile_batch=tile_batch,
     progress=progress,
+    sequence=check_sequence_rule(sequence, fusion_model.task),
   )
   return (fused, info) if with_info else fused
 
@@ -428,6 +509,7 @@ def _fuse_images(
   pad_multiple: int | None,
   tile_batch: int,
   progress,
+  sequence: str,
 ) -> tuple[np.ndarray, LumaFusion]:
   """:func:`fuse_images` on checked sources; returns ``(fused image, LumaFusion)``."""
   shapes_before = len(_compiled(fusion_model).seen_shapes)
@@ -441,37 +523,18 @@ def _fuse_images(
     tile_batch=tile_batch,
     progress=progress,
   )
-  if len(lumas) == 2 or grey or all(c is None for c in chromas) or fusion_model.colornet is None:
-    info = _fuse_luma(fusion_model, lumas, **options)
-    steps = [info.luma] if len(lumas) == 2 else None
-  else:
-    # ColorNet on a sequence needs the fused luma after every pairwise step.
-    steps, info = [], None
-    fused = lumas[0]
-    for nxt in lumas[1:]:
-      step = _fuse_luma(fusion_model, [fused, nxt], **options)
-      fused = step.luma
-      steps.append(fused)
-      info = (
-        step
-        if info is None
-        else LumaFusion(
-          fused,
-          solver_stats.merge_solver_summaries(info.solver_stats, step.solver_stats),
-          info.compiled or step.compiled,
-          max(info.tiles, step.tiles),
-        )
-      )
+  info = _fuse_luma(fusion_model, lumas, sequence=sequence, **options)
   if grey:
     return info.luma, info
   chroma = fuse_chroma_sources(
     fusion_model,
     chromas,
-    steps or [],
+    info.steps,
     use_colornet=use_colornet,
     tile_size=tile_size,
     tile_overlap=tile_overlap,
     pad_multiple=pad_multiple,
+    sequence=sequence,
   )
   # A ColorNet call on a new shape compiles too.
   info.compiled = info.compiled or len(_compiled(fusion_model).seen_shapes) > shapes_before

@@ -51,23 +51,27 @@ def _run(argv, capsys):
 
 
 @pytest.mark.parametrize(
-  "names,channels",
+  "names,channels,sequence",
   [
-    (("visible.jpg", "infrared.png"), 3),
-    (("infrared.png", "grey.bmp"), 1),
-    (("near.png", "far.tif"), 3),
-    (("near.png", "far.tif", "visible.jpg"), 3),
+    (("visible.jpg", "infrared.png"), 3, None),
+    (("infrared.png", "grey.bmp"), 1, None),
+    (("near.png", "far.tif"), 3, None),
+    (("near.png", "far.tif", "visible.jpg"), 3, None),
+    (("near.png", "far.tif", "visible.jpg"), 3, "adjacent"),
   ],
 )
-def test_fuse_writes_the_expected_image(setup, tmp_path, capsys, names, channels):
+def test_fuse_writes_the_expected_image(setup, tmp_path, capsys, names, channels, sequence):
   out = tmp_path / "fused.png"
   sources = [setup["files"][n] for n in names]
-  code, err = _run(["fuse", *sources, "-o", out, "--ckpt", setup["ckpt"]], capsys)
+  option = ["--sequence", sequence] if sequence else []
+  code, err = _run(["fuse", *sources, "-o", out, "--ckpt", setup["ckpt"], *option], capsys)
   assert code == 0, err
   assert "ivf checkpoint" in err and "step 7" in err
   written = imageio.load_image(out)
   assert written.shape == SIZE + (channels,)
-  expected = inference.fuse_images(setup["model"], [imageio.load_image(p) for p in sources])
+  expected = inference.fuse_images(
+    setup["model"], [imageio.load_image(p) for p in sources], sequence=sequence
+  )
   np.testing.assert_array_equal(imageio.to_uint8(written), imageio.to_uint8(expected))
   if names[0] == "visible.jpg":
     # Colour + grey: the colour source's chroma survives (up to 8-bit rounding and gamut clipping).
@@ -186,6 +190,7 @@ def _assert_fails(setup, argv, capsys, message, out):
     "one_source",
     "bad_overlap",
     "bad_overlap_old_spelling",
+    "bad_sequence",
   ],
 )
 def test_user_errors_exit_2_and_write_nothing(setup, tmp_path, capsys, case):
@@ -220,6 +225,10 @@ def test_user_errors_exit_2_and_write_nothing(setup, tmp_path, capsys, case):
     "bad_overlap_old_spelling": (
       ["fuse", *pair, "-o", out, "--ckpt", ckpt, "--tile-size", "64", "--overlap", "32"],
       "half the tile size",
+    ),
+    "bad_sequence": (
+      ["fuse", *pair, files["visible.jpg"], "-o", out, "--ckpt", ckpt, "--sequence", "tree"],
+      "invalid choice: 'tree'",
     ),
   }[case]
   _assert_fails(setup, argv, capsys, message, out)

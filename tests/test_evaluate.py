@@ -250,7 +250,7 @@ def test_paper_convention_is_passed_through(tno_run, tmp_path):
 
 def test_baselines(tmp_path):
   summaries = {}
-  for method in ("average", "max"):
+  for method in ("average", "max", "mertens"):
     summaries[method] = evaluation.evaluate_baseline(
       method, "lytro", tmp_path / method, data_dir=str(DATA_DIR), **QUICK
     )
@@ -270,6 +270,25 @@ def test_baselines(tmp_path):
   assert summaries["max"]["metrics"]["EN"]["mean"] != summaries["average"]["metrics"]["EN"]["mean"]
   with pytest.raises(ValueError, match="Unknown baseline"):
     evaluation.evaluate_baseline("median", "lytro", tmp_path / "m", data_dir=str(DATA_DIR))
+
+
+def test_mertens_weights_contrast_and_exposure():
+  from fusionjax.evaluation import baselines
+
+  rng = np.random.default_rng()
+  texture = (0.3 + 0.4 * rng.random((61, 83, 1))).astype(np.float32)
+  # Equal sources: the pyramid blend reconstructs the image exactly.
+  np.testing.assert_allclose(baselines.mertens_fusion([texture, texture]), texture, atol=1e-6)
+  # A flat black frame has no contrast and no exposure: the textured frame wins everywhere.
+  black = np.zeros_like(texture)
+  fused = baselines.mertens_fusion([black, texture])
+  assert np.abs(fused - texture).mean() < 0.01
+  assert np.abs(baselines.average_fusion([black, texture]) - texture).mean() > 0.2
+  # Any number of sources, in any order.
+  bright = np.clip(texture + 0.5, 0, 1)
+  three = baselines.mertens_fusion([black, texture, bright])
+  np.testing.assert_allclose(three, baselines.mertens_fusion([bright, black, texture]), atol=1e-6)
+  assert three.shape == texture.shape and 0.0 <= three.min() and three.max() <= 1.0
 
 
 def _downscaled_sources(pair, max_side):

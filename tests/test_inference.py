@@ -259,6 +259,32 @@ def test_three_sources_fuse_sequentially(frufn):
   )
 
 
+def test_adjacent_rule_averages_neighbouring_pairs(frufn):
+  grey1, grey2, rgb1, rgb2, rgb3 = _random_images(_fresh_seed())
+  y = lambda image: color.split_luma_chroma(image)[0]
+  c = lambda image: color.split_luma_chroma(image)[1]
+  assert frufn.task != "meif" and inference.default_sequence_rule(frufn.task) == "chain"
+  assert inference.default_sequence_rule("meif") == "adjacent"
+  images = [rgb1, rgb2, rgb3, grey1]
+  pairs = [inference.fuse_luma(frufn, [y(a), y(b)]).luma for a, b in zip(images, images[1:])]
+  info = inference.fuse_luma(frufn, [y(i) for i in images], sequence="adjacent")
+  np.testing.assert_allclose(info.luma, np.mean(pairs, axis=0), atol=1e-6)
+  assert len(info.steps) == 3
+  for step, pair in zip(info.steps, pairs):
+    np.testing.assert_allclose(step, pair, atol=1e-6)
+  chain = inference.fuse_luma(frufn, [y(i) for i in images]).luma
+  assert np.abs(chain - info.luma).max() > 1e-3
+  fused = inference.fuse_images(frufn, images, sequence="adjacent")
+  expected_chroma = color.fuse_chroma_many([c(rgb1), c(rgb2), c(rgb3)])
+  np.testing.assert_allclose(fused, _expected_rgb(info.luma, expected_chroma), atol=1e-5)
+  # Two sources: every rule is the pairwise fusion.
+  for rule in inference.SEQUENCE_RULES:
+    two = inference.fuse_luma(frufn, [grey1, grey2], sequence=rule).luma
+    np.testing.assert_array_equal(two, inference.fuse_luma(frufn, [grey1, grey2]).luma)
+  with pytest.raises(ValueError, match="sequence rule must be one of chain, adjacent"):
+    inference.fuse_images(frufn, images, sequence="tree")
+
+
 def test_colornet_is_used_for_two_colour_sources_only():
   seed = _fresh_seed()
   fm = tiny_fusion_model(TINY_FRUFN, task="meif", seed=seed, colornet=True)
@@ -280,14 +306,27 @@ def test_colornet_is_used_for_two_colour_sources_only():
     rule, _expected_rgb(luma, color.fuse_chroma(c(rgb1), c(rgb2))), atol=1e-5
   )
   assert np.abs(rule - inference.fuse_images(fm, [rgb1, rgb2])).max() > 1e-4
-  # Three colour sources: ColorNet along the same sequence, each step with the fused luma so far.
+  # Three colour sources along a chain: ColorNet on the same pairs, each with the fused luma so far.
   rgb3 = _random_images(seed + 1)[2]
   luma3 = inference.fuse_luma(fm, [luma, y(rgb3)]).luma
   chroma3 = np.asarray(
     colornet({"params": fm.colornet_params}, chroma[None], c(rgb3)[None], luma3[None])[0]
   )
   np.testing.assert_allclose(
-    inference.fuse_images(fm, [rgb1, rgb2, rgb3]), _expected_rgb(luma3, chroma3), atol=1e-5
+    inference.fuse_images(fm, [rgb1, rgb2, rgb3], sequence="chain"),
+    _expected_rgb(luma3, chroma3),
+    atol=1e-5,
+  )
+  # The multi-exposure default, 'adjacent': ColorNet per neighbouring pair with that pair's luma,
+  # luma and chroma averaged over the pairs.
+  luma23 = inference.fuse_luma(fm, [y(rgb2), y(rgb3)]).luma
+  chroma23 = np.asarray(
+    colornet({"params": fm.colornet_params}, c(rgb2)[None], c(rgb3)[None], luma23[None])[0]
+  )
+  np.testing.assert_allclose(
+    inference.fuse_images(fm, [rgb1, rgb2, rgb3]),
+    _expected_rgb((luma + luma23) / 2, (chroma + chroma23) / 2),
+    atol=1e-5,
   )
   # One colour source: its own chroma, ColorNet or not.
   mixed = inference.fuse_images(fm, [rgb1, grey1])

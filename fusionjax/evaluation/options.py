@@ -28,7 +28,7 @@ class EvalOptions:
   methods_dir: str | None = (
     None  # Folder of several methods' results (subfolders or method suffixes).
   )
-  method: str | None = None  # A built-in baseline: 'average' or 'max'.
+  method: str | None = None  # A built-in baseline: 'average', 'max' or 'mertens'.
   compare: Sequence[
     str
   ] = ()  # Evaluation folders (or summary.json files) to tabulate side by side.
