@@ -142,6 +142,13 @@ flags.DEFINE_integer(
   "sizes share compiled shapes; results then differ slightly near the bottom/right edges.",
   lower_bound=1,
 )
+flags.DEFINE_enum(
+  "sequence",
+  None,
+  ["chain", "adjacent"],
+  "How more than two sources (e.g. lytro_triple) are fused: 'chain' ((A+B)+C...) or 'adjacent' "
+  "(the mean of A+B, B+C, ...). Default: adjacent for the multi-exposure stage, chain for the others.",
+)
 flags.DEFINE_string("name", None, "Label of the method in tables.")
 flags.DEFINE_boolean("flops", True, "Measure FLOPs with XLA's cost analysis.")
 
@@ -184,6 +191,7 @@ def main(argv):
     tile_size=FLAGS.tile_size,
     tile_overlap=FLAGS.overlap,
     pad_multiple=FLAGS.pad_multiple,
+    sequence=FLAGS.sequence,
     name=FLAGS.name,
     measure_flops=FLAGS.flops,
     overwrite=FLAGS.overwrite,

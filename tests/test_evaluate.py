@@ -198,6 +198,35 @@ def test_evaluate_checkpoint_per_task(checkpoints_dir, tmp_path, dataset, stage,
     assert model["flops"] >= model["flops_xla"]
 
 
+def test_sequence_rule_of_three_sources(checkpoints_dir, tmp_path):
+  summaries = {}
+  for rule in ("chain", "adjacent"):
+    summaries[rule] = evaluation.evaluate_checkpoint(
+      checkpoints_dir["mfif"],
+      "lytro_triple",
+      tmp_path / rule,
+      data_dir=str(DATA_DIR),
+      max_pairs=1,
+      max_side=96,
+      sequence=rule,
+      measure_flops=False,
+    )
+    assert summaries[rule]["options"]["sequence"] == rule
+  pair = data.list_pairs("lytro_triple", DATA_DIR)[0]
+  fused = {r: imageio.load_image(tmp_path / r / "fused" / f"{pair.name}.png") for r in summaries}
+  assert np.abs(fused["chain"] - fused["adjacent"]).max() > 1 / 255
+  default = evaluation.evaluate_checkpoint(
+    checkpoints_dir["mfif"],
+    "lytro_triple",
+    tmp_path / "default",
+    data_dir=str(DATA_DIR),
+    max_pairs=1,
+    max_side=96,
+    measure_flops=False,
+  )
+  assert default["options"]["sequence"] == "chain"
+
+
 def test_fused_dir_scoring_reproduces_the_run(tno_run, tmp_path):
   out, summary = tno_run
   scored = evaluation.evaluate_fused_dir(

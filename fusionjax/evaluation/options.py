@@ -53,5 +53,8 @@ class EvalOptions:
   pad_multiple: int | None = (
     None  # Coarser input padding: fewer compiled shapes, slightly other results.
   )
+  sequence: str | None = (
+    None  # Rule for more than two sources (fusionjax.inference); None: the task's.
+  )
   name: str | None = None  # Label of the method in tables; default derived from the source.
   measure_flops: bool = True  # XLA cost analysis of the forward pass at the first image's size.

@@ -160,6 +160,7 @@ class CheckpointProducer(Producer):
         tile_overlap=options.tile_overlap,
         pad_multiple=options.pad_multiple,
         with_info=True,
+        sequence=options.sequence,
       )
     )
 
@@ -197,6 +198,7 @@ class CheckpointProducer(Producer):
         "tile_size": options.tile_size,
         "tile_overlap": options.tile_overlap,
         "pad_multiple": options.pad_multiple,
+        "sequence": inference.check_sequence_rule(options.sequence, fusion_model.task),
       },
     )
     metadata = fusion_model.metadata or {}

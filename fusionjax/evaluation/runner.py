@@ -339,7 +339,8 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, **options) -
     **options: other fields of :class:`~fusionjax.evaluation.options.EvalOptions`: ``data_dir``,
       ``split``, ``dirs``, ``reference_dir`` and ``task`` (for ``'folders'``), ``convention``,
       ``metrics``, ``max_pairs``, ``max_side``, ``tile_size``, ``tile_overlap``, ``pad_multiple``,
-      ``name`` (default e.g. ``'EFRUFN (meif)'``), ``measure_flops``, ``overwrite``.
+      ``sequence`` (the rule for more than two sources), ``name`` (default e.g.
+      ``'EFRUFN (meif)'``), ``measure_flops``, ``overwrite``.
 
   Returns:
     The summary dict (as written to ``summary.json``).
@@ -348,7 +349,7 @@ def evaluate_checkpoint(ckpt, dataset: str, out: str | os.PathLike, **options) -
 
 
 def evaluate_baseline(method: str, dataset: str, out: str | os.PathLike, **options) -> dict:
-  """Scores a built-in pixel-wise baseline ('average' or 'max') on a benchmark set.
+  """Scores a built-in baseline ('average', 'max' or 'mertens') on a benchmark set.
 
   Writes the same files as :func:`evaluate_checkpoint`; the model section holds 0 parameters and the
   mean wall time of the rule per image.
