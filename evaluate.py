@@ -49,6 +49,7 @@ from absl import flags
 
 from fusionjax import cli
 from fusionjax import evaluation
+from fusionjax import inference
 from fusionjax import tiling
 from fusionjax import runtime
 from fusionjax import tasks
@@ -145,7 +146,7 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
   "sequence",
   None,
-  ["chain", "adjacent"],
+  list(inference.SEQUENCE_RULES),
   "How more than two sources (e.g. lytro_triple) are fused: 'chain' ((A+B)+C...) or 'adjacent' "
   "(the mean of A+B, B+C, ...). Default: adjacent for the multi-exposure stage, chain for the others.",
 )

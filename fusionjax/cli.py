@@ -43,6 +43,7 @@ from typing import Callable, Sequence
 
 from fusionjax import batch
 from fusionjax import imageio
+from fusionjax import inference
 from fusionjax import runtime
 from fusionjax import tasks
 from fusionjax import tiling
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
   )
   fuse.add_argument(
     "--sequence",
-    choices=("chain", "adjacent"),
+    choices=inference.SEQUENCE_RULES,
     default=None,
     help="how more than two sources are fused: 'chain' ((A+B)+C...) or 'adjacent' (the mean of "
     "A+B, B+C, ...; pass exposures darkest first). Default: adjacent for the multi-exposure stage, "

@@ -146,12 +146,16 @@ def default_sequence_rule(task: str) -> str:
   return "adjacent" if task == "meif" else "chain"
 
 
+def _unknown_rule(rule) -> str:
+  return f"sequence rule must be one of {', '.join(SEQUENCE_RULES)}, got {rule!r}."
+
+
 def check_sequence_rule(rule: str | None, task: str) -> str:
   """``rule``, or the task's default for ``None``; ValueError for an unknown rule."""
   if rule is None:
     return default_sequence_rule(task)
   if rule not in SEQUENCE_RULES:
-    raise ValueError(f"sequence rule must be one of {', '.join(SEQUENCE_RULES)}, got {rule!r}.")
+    raise ValueError(_unknown_rule(rule))
   return rule
 
 
@@ -166,14 +170,14 @@ def combine_sequence(fuse_pair: Callable, sources: Sequence, rule: str) -> tuple
   Returns:
     ``(fused, results)``: the fused array and the result of every pairwise call, in call order.
   """
+  if rule not in SEQUENCE_RULES:
+    raise ValueError(_unknown_rule(rule))
   if rule == "chain":
     steps, fused = [], sources[0]
     for k, nxt in enumerate(sources[1:]):
       fused = fuse_pair(fused, nxt, k)
       steps.append(fused)
     return fused, steps
-  if rule != "adjacent":
-    raise ValueError(f"sequence rule must be one of {', '.join(SEQUENCE_RULES)}, got {rule!r}.")
   steps = [fuse_pair(a, b, k) for k, (a, b) in enumerate(zip(sources[:-1], sources[1:]))]
   fused = np.array(steps[0], np.float32)
   for step in steps[1:]:
