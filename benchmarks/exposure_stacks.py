@@ -2,6 +2,7 @@ r"""How exposure sequences of more than two frames fuse, against the best pair o
 
   python benchmarks/exposure_stacks.py --data_dir DATA [--ckpt shipped] [--shots 3,5]
       [--max_photos 16] [--size 192] [--out results/exposure_stacks.md]
+  python benchmarks/exposure_stacks.py --data_dir DATA --figure docs/figures/exposure_sequence.jpg
 
 No test set here holds sequences of more than two exposures with a reference, so the sequences are
 synthesised (:func:`fusionjax.data.synthetic.exposure_stack`, the camera model the MEIF stage
@@ -71,6 +72,28 @@ def scores(fused, shots, reference) -> dict[str, float]:
   return {name: float(result[name].value) for name in NAMES}
 
 
+def contact_sheet(model, photos, n: int, args) -> None:
+  """One row per photograph: its n frames, chain, adjacent, Mertens, reference (white gutters)."""
+  rows = []
+  for index, path in enumerate(photos):
+    rng = np.random.default_rng([args.seed, index, n])
+    shots, reference = synthetic.exposure_stack(
+      centre_crop(imageio.load_image(path), args.size), rng, n
+    )
+    row = shots + [
+      inference.fuse_images(model, shots, sequence="chain"),
+      inference.fuse_images(model, shots, sequence="adjacent"),
+      baselines.mertens_fusion(shots),
+      reference,
+    ]
+    padded = [np.pad(image, ((2, 2), (2, 2), (0, 0)), constant_values=1.0) for image in row]
+    rows.append(np.concatenate(padded, axis=1))
+  imageio.save_image(args.figure, np.concatenate(rows, axis=0))
+  print(
+    f"wrote {args.figure}: per row {n} frames (darkest first), chain, adjacent, Mertens, reference"
+  )
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument(
@@ -82,6 +105,12 @@ def main(argv=None) -> int:
   parser.add_argument("--size", type=int, default=192, help="side of the centre crop")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=None, help="also write the Markdown table here")
+  parser.add_argument(
+    "--figure",
+    default=None,
+    help="only draw a contact sheet: the frames, chain, adjacent, Mertens and the reference of the "
+    "first two photographs' longest sequence",
+  )
   args = parser.parse_args(argv)
   try:
     lengths = [int(n) for n in args.shots.split(",")]
@@ -93,6 +122,9 @@ def main(argv=None) -> int:
     print("error: --shots takes lengths of 3 or more (2 is a pair)", file=sys.stderr)
     return 2
   model = stages.load_model(None if args.ckpt == "shipped" else args.ckpt, task="meif")
+  if args.figure:
+    contact_sheet(model, photos[:2], max(lengths), args)
+    return 0
   lines = [
     f"Exposure sequences synthesised from {len(photos)} held-back photographs ({args.size} px "
     f"crops), fused by the MEIF stage {model.path} (step {model.step}); means over the photographs.",
