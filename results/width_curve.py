@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     curves.setdefault(width, []).append(point)
   lines = [
     "MFIF stage from scratch at each width, about the same training time each "
-    f"(`bash results/width_curve.sh DATA {runs_dir}`); validation SSIM / PSNR of every checkpoint "
+    f"(`bash results/width_curve.sh DATA RUNS_DIR`, logs in `{runs_dir}`); validation SSIM / PSNR of every checkpoint "
     "on the held-back synthetic pairs; time = logged training wall time up to the step.",
     "",
     "| width | step | minutes | val SSIM | val PSNR |",

@@ -50,4 +50,5 @@ PY
 done
 runs=()
 for width in $WIDTHS; do runs+=("$RUNS/w$width"); done
-python results/validation_curve.py "${runs[@]}" --data_dir "$DATA" --out "$RUNS/validation_mfif.md"
+python results/validation_curve.py "${runs[@]}" --data_dir "$DATA" --baseline shipped \
+  --out "$RUNS/validation_mfif.md"
