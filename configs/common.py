@@ -14,7 +14,8 @@ Fields (``--config.<field>=...`` on the command line):
 - ``optimizer``, ``loss``, ``num_steps``: below and in the stage configs.
 - ``use_teacher``, ``teacher_ckpt``, ``teacher_step``: the frozen previous-stage model for the
   gradient-transfer loss; ``teacher_ckpt`` defaults to the previous stage's default workdir.
-- ``init_ckpt``: optional checkpoint to start the parameters from (resume from the workdir wins).
+- ``init_ckpt``, ``init_step``: optional checkpoint (and its step; default the latest) to start the
+  parameters from (resume from the workdir wins).
 - logging, checkpointing and devices: ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
   ``sample_every``, ``num_samples``, ``eval_metrics``, ``num_devices``, ``prefetch``.
 - data parallelism and multi-process runs (``docs/multihost.md``): ``parallel`` ('jit' or 'pmap'),
@@ -124,6 +125,8 @@ def get_common_config(task: str) -> ml_collections.ConfigDict:
   config.teacher_step = config_dict.placeholder(int)
   # Checkpoint (a stage workdir) to start the parameters from instead of scratch; None = scratch.
   config.init_ckpt = config_dict.placeholder(str)
+  # Checkpoint step of init_ckpt (e.g. the step its validation curve chose); None takes its latest.
+  config.init_step = config_dict.placeholder(int)
 
   config.num_steps = 20_000
   config.seed = 0  # Parameter initialisation; the data order has its own config.data.seed.

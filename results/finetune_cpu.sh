@@ -22,6 +22,13 @@
 #   - STEPS steps per stage, a 20-step warm-up to the usual learning rate 2e-4, then the cosine decay;
 #     a checkpoint every 50 steps, all kept, for the validation curve;
 #   - the teacher of MEIF and IVF is the previous stage's best checkpoint on validation data.
+#
+# Two settings start a new chain instead of continuing the shipped one:
+#   WIDTH=32 (default 16): the network width, with WIDTH/8 heads (the paper's 32 has 4);
+#   INIT=previous (default shipped): each stage starts from the previous stage of this run, at the
+#     step its validation curve chose (MFIF, the first, must then already be in RUNS_DIR with its
+#     validation_mfif.jsonl, e.g. a width-curve run), instead of from fusionjax/weights/efrufn_cpu.
+#   WIDTH=32 INIT=previous STAGES="meif ivf" bash results/finetune_cpu.sh DATA runs/w32 800
 # Every run resumes from its workdir, so rerunning after an interruption continues where it stopped.
 # results/validation_curve.py writes RUNS_DIR/validation_<stage>.md after each stage.
 set -euo pipefail
@@ -29,9 +36,12 @@ DATA=${1:?usage: bash results/finetune_cpu.sh DATA_DIR [RUNS_DIR] [STEPS]}
 RUNS=${2:-runs/ft}
 STEPS=${3:-400}
 STAGES=${STAGES:-mfif meif ivf}
+WIDTH=${WIDTH:-16}
+INIT=${INIT:-shipped}
 cd "$(dirname "$0")/.."
 mkdir -p "$RUNS"
 common=(
+  --config.model.width="$WIDTH" --config.model.num_heads="$((WIDTH / 8))"
   --config.data.data_dir="$DATA" --config.data.patch_size=96 --config.data.holdout_every=8
   --config.num_steps="$STEPS" --config.optimizer.warmup_steps=20
   --config.checkpoint_every=50 --config.keep_checkpoints=1000
@@ -50,9 +60,19 @@ for stage in $STAGES; do
                  --config.teacher_step="$(best_step mfif)");;
     ivf) extra=(--config.teacher_ckpt="$RUNS/meif" --config.teacher_step="$(best_step meif)");;
   esac
+  case $INIT in
+    shipped) init=(--config.init_ckpt="fusionjax/weights/efrufn_cpu/$stage");;
+    previous)
+      case $stage in
+        mfif) echo "INIT=previous: MFIF has no previous stage; put it in $RUNS/mfif" >&2; exit 2;;
+        meif) previous=mfif;;
+        ivf) previous=meif;;
+      esac
+      init=(--config.init_ckpt="$RUNS/$previous" --config.init_step="$(best_step $previous)");;
+    *) echo "INIT must be shipped or previous, not $INIT" >&2; exit 2;;
+  esac
   /usr/bin/time -f "$stage wall %e s" python train.py --config="configs/$stage.py:cpu" \
-    --workdir="$RUNS/$stage" --config.init_ckpt="fusionjax/weights/efrufn_cpu/$stage" \
-    "${common[@]}" "${extra[@]}"
+    --workdir="$RUNS/$stage" "${init[@]}" "${common[@]}" "${extra[@]}"
   python results/validation_curve.py "$RUNS/$stage" --data_dir "$DATA" --baseline shipped \
     --out "$RUNS/validation_$stage.md"
 done

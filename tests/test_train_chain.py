@@ -108,8 +108,9 @@ report["resumed_metric_steps"] = [r["step"] for r in train_logging.read_metrics(
 report["metric_steps"] = [r["step"] for r in train_logging.read_metrics(root / "mfif")]
 report["mfif_losses"] = [r["loss"] for r in train_logging.read_metrics(root / "mfif")]
 
-# An explicit init checkpoint: the same stage-1 run started from the uninterrupted run's parameters.
-loop.train_and_evaluate(smoke(mfif, init_ckpt=str(root / "mfif"), **stage1), root / "mfif_init")
+# An explicit init checkpoint: the same stage-1 run started from the uninterrupted run's parameters
+# at its earlier checkpoint (step 2 of 4).
+loop.train_and_evaluate(smoke(mfif, init_ckpt=str(root / "mfif"), init_step=2, **stage1), root / "mfif_init")
 init_metadata = checkpoints.read_metadata(root / "mfif_init")
 report["init_record"] = init_metadata["init"]
 _, c = params(root / "mfif_init")
@@ -200,8 +201,8 @@ def test_smoke_chain_resume_and_lineage(tmp_path):
   assert report["resume_max_diff"] <= 1e-6
   assert report["resumed_metric_steps"] == [1, 2, 3, 4] == report["metric_steps"]
 
-  # init_ckpt: recorded, and it changes where training starts from.
-  assert report["init_record"]["task"] == "mfif" and report["init_record"]["step"] == 4
+  # init_ckpt at init_step: recorded, and it changes where training starts from.
+  assert report["init_record"]["task"] == "mfif" and report["init_record"]["step"] == 2
   assert Path(report["init_record"]["path"]).name == "mfif"
   assert report["init_differs_from_scratch"]
 

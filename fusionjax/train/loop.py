@@ -175,9 +175,10 @@ def _check_resumable(existing: dict, config: ml_collections.ConfigDict, workdir:
     )
 
 
-def _init_from_checkpoint(path: str, template: dict) -> dict:
-  """Parameters of another stage's checkpoint as the starting point (``config.init_ckpt``)."""
-  loaded = checkpoints.load_fusion_model(path)
+def _init_from_checkpoint(path: str, template: dict, step: int | None = None) -> dict:
+  """Parameters of another stage's checkpoint (``config.init_ckpt``, at ``config.init_step`` or its
+  latest) as the starting point."""
+  loaded = checkpoints.load_fusion_model(path, step=step)
 
   def check(name, got, want):
     if jax.tree.structure(got) != jax.tree.structure(want) or any(
@@ -393,8 +394,9 @@ class _Run:
     if existing is not None or not config.get("init_ckpt"):
       return host_state, None
     with _input_checks():  # Before the workdir is created: a bad init_ckpt leaves nothing behind.
-      host_state.update(_init_from_checkpoint(config.init_ckpt, host_state))
-      init_meta = checkpoints.read_metadata(config.init_ckpt)
+      step = config.get("init_step")
+      host_state.update(_init_from_checkpoint(config.init_ckpt, host_state, step))
+      init_meta = checkpoints.read_metadata(config.init_ckpt, step)
     self._log(
       "[%s] parameters initialised from %s (step %d)",
       self.task,
