@@ -51,23 +51,24 @@ best_step() {  # the best validated step of a stage of this run
 print(next(r['step'] for r in rows if r.get('best')))" "$RUNS/validation_$1.jsonl"
 }
 for stage in $STAGES; do
+  previous=""  # the stage before this one in this run: its teacher, and with INIT=previous its start
   extra=()
   case $stage in
     mfif) extra=("--config.data.image_sets=('clean_natural','more_natural')");;
-    meif) extra=("--config.data.image_sets=('clean_natural','more_natural')"
-                 --config.data.black_out_fraction=0.5 --config.data.black_out_one_source=0.5
-                 --config.teacher_ckpt="$RUNS/mfif"
-                 --config.teacher_step="$(best_step mfif)");;
-    ivf) extra=(--config.teacher_ckpt="$RUNS/meif" --config.teacher_step="$(best_step meif)");;
+    meif) previous=mfif
+          extra=("--config.data.image_sets=('clean_natural','more_natural')"
+                 --config.data.black_out_fraction=0.5 --config.data.black_out_one_source=0.5);;
+    ivf) previous=meif;;
   esac
+  if [ -n "$previous" ]; then
+    extra+=(--config.teacher_ckpt="$RUNS/$previous" --config.teacher_step="$(best_step $previous)")
+  fi
   case $INIT in
     shipped) init=(--config.init_ckpt="fusionjax/weights/efrufn_cpu/$stage");;
     previous)
-      case $stage in
-        mfif) echo "INIT=previous: MFIF has no previous stage; put it in $RUNS/mfif" >&2; exit 2;;
-        meif) previous=mfif;;
-        ivf) previous=meif;;
-      esac
+      if [ -z "$previous" ]; then
+        echo "INIT=previous: MFIF has no previous stage; put it in $RUNS/mfif" >&2; exit 2
+      fi
       init=(--config.init_ckpt="$RUNS/$previous" --config.init_step="$(best_step $previous)");;
     *) echo "INIT must be shipped or previous, not $INIT" >&2; exit 2;;
   esac

@@ -175,9 +175,9 @@ def _check_resumable(existing: dict, config: ml_collections.ConfigDict, workdir:
     )
 
 
-def _init_from_checkpoint(path: str, template: dict, step: int | None = None) -> dict:
+def _init_from_checkpoint(path: str, template: dict, step: int | None = None) -> tuple[dict, dict]:
   """Parameters of another stage's checkpoint (``config.init_ckpt``, at ``config.init_step`` or its
-  latest) as the starting point."""
+  latest) as the starting point, and that checkpoint's metadata."""
   loaded = checkpoints.load_fusion_model(path, step=step)
 
   def check(name, got, want):
@@ -194,7 +194,7 @@ def _init_from_checkpoint(path: str, template: dict, step: int | None = None) ->
   if "colornet_params" in template and loaded.colornet_params is not None:
     check("ColorNet parameters", loaded.colornet_params, template["colornet_params"])
     out["colornet_params"] = loaded.colornet_params
-  return out
+  return out, loaded.metadata
 
 
 def _sample_columns(
@@ -394,9 +394,10 @@ class _Run:
     if existing is not None or not config.get("init_ckpt"):
       return host_state, None
     with _input_checks():  # Before the workdir is created: a bad init_ckpt leaves nothing behind.
-      step = config.get("init_step")
-      host_state.update(_init_from_checkpoint(config.init_ckpt, host_state, step))
-      init_meta = checkpoints.read_metadata(config.init_ckpt, step)
+      params, init_meta = _init_from_checkpoint(
+        config.init_ckpt, host_state, config.get("init_step")
+      )
+      host_state.update(params)
     self._log(
       "[%s] parameters initialised from %s (step %d)",
       self.task,
